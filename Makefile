@@ -1,0 +1,33 @@
+# make demo / make test work from a fresh clone: each sets up .venv first.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+ADARES := $(VENV)/bin/adares
+STAMP  := $(VENV)/.installed-stamp
+# Installed first and on its own: a bare `torch` requirement would pull a multi-GB CUDA build.
+TORCH  ?= torch==2.13.0
+
+.PHONY: demo test lint bench bench-frontend bench-extract bench-diffres bench-accuracy data train-default clean
+
+$(PY):
+	python3 -m venv $(VENV)
+
+$(STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH)"
+	$(PY) -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(ADARES) extract --hop 5ms demo/audio demo-out
+	@echo "features written to demo-out/ (see demo-out/manifest.jsonl)"
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check adares cli tests benchmarks
+
+clean:
+	rm -rf demo-out .pytest_cache .hypothesis

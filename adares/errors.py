@@ -1,0 +1,41 @@
+"""The exception hierarchy of adares.
+
+Every error adares raises on purpose derives from :class:`AdaresError`, so a caller can catch one
+class. Errors raised for bad arguments also derive from :class:`ValueError`, the Python convention.
+"""
+
+from __future__ import annotations
+
+__all__ = ["AdaresError", "ParameterError", "AudioDecodeError", "ModelError"]
+
+
+class AdaresError(Exception):
+    """Root of every exception raised by adares."""
+
+
+class ParameterError(AdaresError, ValueError):
+    """An argument or a configuration value is invalid (wrong type, range, or combination)."""
+
+
+class AudioDecodeError(AdaresError):
+    """An audio file could not be read.
+
+    The message always names the path and gives the reason in one line, so it can go straight
+    into a failure report.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file that could not be read.
+    reason : str
+        Why, in one line (``"not an audio file"``, ``"empty file (0 bytes)"``, ...).
+    """
+
+    def __init__(self, path: object, reason: str) -> None:
+        self.path = str(path)
+        self.reason = " ".join(str(reason).split())  # one line, whatever the decoder said
+        super().__init__(f"{self.path}: {self.reason}")
+
+
+class ModelError(AdaresError):
+    """A compressor bundle is missing, malformed, tampered with, or incompatible with the input."""
