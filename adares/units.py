@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import re
 from fractions import Fraction
-from typing import Union
 
 from adares.errors import ParameterError
 
 __all__ = ["Duration", "to_samples", "num_frames", "format_samples"]
 
-Duration = Union[str, int]
+Duration = str | int
 """A duration as users write it: ``"5ms"``, ``"2.5ms"``, ``"0.005s"``, ``"80"`` or ``80`` (samples)."""
 
 _PATTERN = re.compile(r"^\s*(?P<number>\d+(?:\.\d*)?|\.\d+)\s*(?P<unit>ms|s|samples?)?\s*$")
