@@ -6,7 +6,7 @@ class. Errors raised for bad arguments also derive from :class:`ValueError`, the
 
 from __future__ import annotations
 
-__all__ = ["AdaresError", "ParameterError", "AudioDecodeError", "ModelError"]
+__all__ = ["AdaresError", "ParameterError", "AudioDecodeError", "ModelError", "FeatureFileError"]
 
 
 class AdaresError(Exception):
@@ -39,3 +39,7 @@ class AudioDecodeError(AdaresError):
 
 class ModelError(AdaresError):
     """A compressor bundle is missing, malformed, tampered with, or incompatible with the input."""
+
+
+class FeatureFileError(AdaresError):
+    """A feature file (``.npz`` written by adares) is missing, corrupt, or not in adares' format."""
