@@ -87,10 +87,7 @@ def _not_whole_message(value: Duration, samples: Fraction, *, sr: int, name: str
     rates = [r for r in (8000, 16000, 22050, 24000, 32000, 44100, 48000) if r != sr]
     fitting = [r for r in rates if (samples / sr * r).denominator == 1]
     hint = f"; or use a rate where it is whole, e.g. --sr {fitting[0]}" if fitting else ""
-    return (
-        f"{name} {value!r} is {float(samples):g} samples at {sr} Hz, not a whole number; "
-        f"use {options}{hint}"
-    )
+    return f"{name} {value!r} is {float(samples):g} samples at {sr} Hz, not a whole number; use {options}{hint}"
 
 
 def _ms(samples: int, sr: int) -> str:

@@ -67,9 +67,7 @@ def test_centred_frame_count(num_samples, hop, expected):
     assert num_frames(num_samples, hop_samples=hop) == expected
 
 
-@pytest.mark.parametrize(
-    ("num_samples", "expected"), [(0, 0), (399, 0), (400, 1), (559, 1), (560, 2), (16000, 98)]
-)
+@pytest.mark.parametrize(("num_samples", "expected"), [(0, 0), (399, 0), (400, 1), (559, 1), (560, 2), (16000, 98)])
 def test_snip_edges_frame_count(num_samples, expected):
     assert num_frames(num_samples, hop_samples=160, center=False, win_samples=400) == expected
 

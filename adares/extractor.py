@@ -1,0 +1,176 @@
+"""What turns one decoded waveform into :class:`~adares.features.Features`.
+
+An extractor couples the user's front end (the features they asked for) with an optional
+compressor (which frames to merge). ``model="none"`` keeps the fine frames; any other model is
+resolved to a compressor whose importance scores merge the user's linear mel power before the log.
+
+The corpus pipeline builds one extractor per worker process and reuses it for every file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from adares import __version__
+from adares.errors import ParameterError
+from adares.features import Features, uniform_spans
+from adares.frontend import MelFrontend
+
+__all__ = ["Extractor", "FineMelExtractor", "resolve_extractor", "file_sha256", "resolve_device"]
+
+
+class Extractor(Protocol):
+    """Turns a waveform into features. ``name`` and ``sha256`` identify the compressor used."""
+
+    frontend: MelFrontend
+    name: str
+    sha256: str | None
+
+    def __call__(self, samples: np.ndarray, *, meta: dict[str, Any] | None = None) -> Features: ...
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` picks CUDA when available; anything else must name an available torch device."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ParameterError(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ParameterError(f"device {device!r} requested but torch sees no CUDA device here")
+    return resolved
+
+
+class FineMelExtractor:
+    """The fine log-mel without merging (``--model none``): uniform frames and spans.
+
+    Parameters
+    ----------
+    frontend : MelFrontend
+        The front end that defines the features.
+    """
+
+    name = "none"
+    sha256: str | None = None
+
+    def __init__(self, frontend: MelFrontend) -> None:
+        self.frontend = frontend
+
+    @torch.inference_mode()
+    def __call__(self, samples: np.ndarray, *, meta: dict[str, Any] | None = None) -> Features:
+        """Compute the fine log-mel of ``samples`` [N] (float32 at ``frontend.sr``)."""
+        power = fine_power(self.frontend, samples)
+        mel = self.frontend.compress(power).cpu().numpy()
+        spans = uniform_spans(
+            mel.shape[0],
+            hop_samples=self.frontend.hop_samples,
+            num_samples=len(samples),
+            offset_samples=self.frontend.frame_offset_samples,
+        )
+        return Features(
+            mel=mel, spans=spans, scores=None, meta=feature_meta(self, num_samples=len(samples), extra=meta)
+        )
+
+
+BLOCK_FRAMES = 8192
+"""Fine frames computed per block: 41 s at 5 ms, a few MB of spectrum instead of the whole file's."""
+
+
+@torch.inference_mode()
+def fine_power(frontend: MelFrontend, samples: np.ndarray, *, block_frames: int = BLOCK_FRAMES) -> torch.Tensor:
+    """Linear mel power of a whole file, computed in blocks of frames.
+
+    Each block is computed from a slice of the waveform with a margin of whole hops on both sides,
+    so every frame sees exactly the samples (or the edge padding) it would see in one call; only
+    the [T, F] result is kept. Peak memory: the waveform, the result and one block's spectrum.
+
+    Parameters
+    ----------
+    frontend : MelFrontend
+    samples : np.ndarray [shape=(N,)], float32
+    block_frames : int
+        Frames per block.
+
+    Returns
+    -------
+    torch.Tensor [shape=(T, F)], float32, on the front end's device
+    """
+    waveform = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
+    device = next(iter(frontend.buffers())).device
+    total = frontend.num_frames(len(waveform))
+    hop = frontend.hop_samples
+    if total <= block_frames:
+        power, _ = frontend.power(waveform.to(device))
+        return power[0, :total]
+    margin = -(-max(frontend.n_fft, frontend.win_samples) // hop) + 1
+    result = torch.empty(total, frontend.n_mels, dtype=torch.float32, device=device)
+    for first in range(0, total, block_frames):
+        last = min(total, first + block_frames)
+        start_frame = max(0, first - margin)
+        segment = waveform[start_frame * hop : min(len(waveform), (last + margin) * hop + frontend.n_fft)]
+        power, _ = frontend.power(segment.to(device))
+        result[first:last] = power[0, first - start_frame : last - start_frame]
+    return result
+
+
+def feature_meta(extractor: Extractor, *, num_samples: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The ``meta`` record of a feature file: every setting that produced it, and provenance."""
+    frontend = extractor.frontend
+    meta: dict[str, Any] = {
+        "adares_version": __version__,
+        "sr": frontend.sr,
+        "hop_samples": frontend.hop_samples,
+        "win_samples": frontend.win_samples,
+        "frame_offset_samples": frontend.frame_offset_samples,
+        "n_fft": frontend.n_fft,
+        "n_mels": frontend.n_mels,
+        "fmin": frontend.fmin,
+        "fmax": frontend.fmax,
+        "preset": frontend.preset,
+        "log": frontend.log,
+        "compressor": extractor.name,
+        "compressor_sha256": extractor.sha256,
+        "reduction": getattr(extractor, "reduction", None),
+        "num_samples": int(num_samples),
+    }
+    if extra:
+        meta.update(extra)
+    return meta
+
+
+def resolve_extractor(
+    model: str, *, frontend: MelFrontend, reduction: float = 0.5, device: str | torch.device = "cpu"
+) -> Extractor:
+    """Build the extractor for ``model``: ``"none"``, ``"flux"``, a pretrained name or a bundle path.
+
+    Raises
+    ------
+    ParameterError
+        If the reduction is outside [0, 1).
+    ModelError
+        If the model cannot be found or loaded.
+    """
+    torch_device = resolve_device(device) if isinstance(device, str) else device
+    frontend = frontend.to(torch_device)
+    if model == "none":
+        return FineMelExtractor(frontend)
+    if not 0.0 <= reduction < 1.0:
+        raise ParameterError(f"reduction must be in [0, 1), got {reduction}")
+    from adares.compressor import CompressorExtractor
+
+    return CompressorExtractor.for_model(model, frontend=frontend, reduction=reduction, device=torch_device)
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,573 @@
+"""``extract``: a corpus of audio files in, one feature file per input out.
+
+Stages: discover the inputs -> plan (skip what an earlier run finished with the same
+configuration) -> map small batches of files over an executor -> write each file's features
+atomically -> append a manifest record per file as it finishes -> summarise.
+
+The executor is any :class:`concurrent.futures.Executor`: a local process pool by default, or a
+Dask cluster's (``distributed.Client.get_executor()``). Workers build their extractor once per
+process and reuse it. Only this process writes the manifest and the failure report, in the order
+files finish, so a killed run keeps the record of every finished file and a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import json
+import multiprocessing
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from adares import __version__
+from adares.atomic import remove_stale_temporaries
+from adares.audio import AUDIO_EXTENSIONS, info, load
+from adares.errors import AdaresError, AudioDecodeError, ParameterError
+from adares.store import (
+    FAILURES_NAME,
+    MANIFEST_NAME,
+    JsonlWriter,
+    output_paths,
+    read_jsonl,
+    rewrite_jsonl,
+    write_features,
+)
+
+__all__ = ["ExtractConfig", "Summary", "extract", "discover", "ConfigMismatchError"]
+
+_MAX_RETRIES = 2
+"""How often a batch is resubmitted after its worker process died, before its files count as failed."""
+
+
+class ConfigMismatchError(ParameterError):
+    """The output folder holds features made with another configuration."""
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Everything that determines the content of the feature files.
+
+    Parameters
+    ----------
+    frontend : dict
+        Keyword arguments of :class:`~adares.frontend.MelFrontend` (sr, hop, win, n_fft, n_mels,
+        fmin, fmax, log, preset).
+    model : str
+        ``"none"`` (fine frames), ``"flux"``, a pretrained compressor name, or a bundle folder.
+    reduction : float
+        Fraction of frames merged away when a compressor runs (T' = round((1 - reduction) T)).
+    format : str
+        ``"npz"`` or ``"hdf5"``.
+    channel : int or None
+        Take this channel instead of mixing down.
+    device : str
+        Torch device for the workers (``cpu``, ``cuda``, ``auto``). Does not change the content.
+    """
+
+    frontend: dict[str, Any] = field(default_factory=dict)
+    model: str = "none"
+    reduction: float = 0.5
+    format: str = "npz"
+    channel: int | None = None
+    device: str = "cpu"
+
+    def build_extractor(self):  # noqa: ANN201 - Extractor protocol, imported lazily
+        """Construct the front end and compressor (in the worker that will use them)."""
+        from adares.extractor import resolve_extractor
+        from adares.frontend import MelFrontend
+
+        frontend = MelFrontend(**self.frontend)
+        return resolve_extractor(self.model, frontend=frontend, reduction=self.reduction, device=self.device)
+
+    def identity(self, extractor: Any) -> dict[str, Any]:
+        """The settings that define the output, resolved (defaults filled in, model hashed)."""
+        return {
+            "frontend": extractor.frontend.config(),
+            "compressor": extractor.name,
+            "compressor_sha256": extractor.sha256,
+            "reduction": None if self.model == "none" else self.reduction,
+            "format": self.format,
+            "channel": self.channel,
+        }
+
+    def config_hash(self, extractor: Any) -> str:
+        """Short sha256 of :meth:`identity`: equal hashes mean interchangeable outputs."""
+        text = json.dumps(self.identity(extractor), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class Summary:
+    """What a run did. ``exit_code`` is 0 when every file succeeded and 1 when some failed."""
+
+    output_dir: str
+    config_hash: str
+    total: int = 0
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    audio_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    failures: list[dict[str, Any]] = field(default_factory=list)
+    stopped_early: bool = False
+
+    @property
+    def real_time_factor(self) -> float:
+        """Seconds of audio processed per second of wall time."""
+        return self.audio_seconds / self.wall_seconds if self.wall_seconds > 0 else 0.0
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.failed or self.stopped_early else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"real_time_factor": self.real_time_factor, "exit_code": self.exit_code}
+
+
+@dataclass(frozen=True)
+class _Task:
+    source: str  # absolute
+    output: str  # absolute
+    source_rel: str
+    output_rel: str
+    size: int
+    mtime_ns: int
+
+
+def discover(
+    input_path: str | os.PathLike[str],
+    *,
+    extensions: Iterable[str] = AUDIO_EXTENSIONS,
+    exclude: str | os.PathLike[str] | None = None,
+) -> list[PurePosixPath]:
+    """Find audio files under ``input_path``, recursively, in a stable (sorted) order.
+
+    Parameters
+    ----------
+    input_path : str or os.PathLike
+        A folder (searched recursively) or a single file.
+    extensions : iterable of str
+        Extensions to include, case-insensitive, with or without the dot.
+    exclude : path, optional
+        A folder to skip (the output folder when it lies inside the input folder).
+
+    Returns
+    -------
+    list of PurePosixPath
+        Paths relative to ``input_path`` (for a single file: its name). Hidden files and folders
+        (names starting with ``.``, such as macOS ``._x.wav`` companions) are skipped.
+
+    Raises
+    ------
+    ParameterError
+        If ``input_path`` does not exist.
+    """
+    root = Path(input_path)
+    wanted = {("." + ext.lower().lstrip(".")) for ext in extensions}
+    if root.is_file():
+        return [PurePosixPath(root.name)]
+    if not root.is_dir():
+        raise ParameterError(f"input {str(root)!r} does not exist")
+    excluded = Path(exclude).resolve() if exclude is not None else None
+    found: list[PurePosixPath] = []
+    for folder, dirs, files in os.walk(root):
+        here = Path(folder)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (here / d).resolve() != excluded)
+        for name in sorted(files):
+            if not name.startswith(".") and Path(name).suffix.lower() in wanted:
+                found.append(PurePosixPath((here / name).relative_to(root).as_posix()))
+    return sorted(found)
+
+
+def extract(
+    input_path: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    *,
+    config: ExtractConfig | None = None,
+    extensions: Iterable[str] = AUDIO_EXTENSIONS,
+    jobs: int | None = None,
+    executor: cf.Executor | None = None,
+    overwrite: bool = False,
+    fail_fast: bool = False,
+    batch_size: int | None = None,
+    on_plan: Callable[[int, float], None] | None = None,
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+) -> Summary:
+    """Extract features for every audio file under ``input_path`` into ``output_dir``.
+
+    Parameters
+    ----------
+    input_path : str or os.PathLike
+        Folder of audio files (recursive), or one file.
+    output_dir : str or os.PathLike
+        Where the feature files, ``manifest.jsonl`` and ``failures.jsonl`` go. The input folder
+        tree is mirrored.
+    config : ExtractConfig, optional
+        Front end, compressor, reduction and format. Default: ``ExtractConfig()``.
+    extensions : iterable of str
+        Audio file extensions to include.
+    jobs : int, optional
+        Worker processes for the local process pool (default: all cores). ``1`` runs in this
+        process. Ignored when ``executor`` is given.
+    executor : concurrent.futures.Executor, optional
+        Where to run the work instead of a local process pool, e.g. a Dask client's executor.
+        Its workers must see ``input_path`` and ``output_dir`` at the same paths.
+    overwrite : bool
+        Recompute everything, even files already done, and replace outputs made with another
+        configuration (the old manifest and failure report are cleared).
+    fail_fast : bool
+        Stop at the first file that fails (files already running finish and are recorded).
+    batch_size : int, optional
+        Files per task; by default chosen so every worker gets several tasks.
+    on_plan : callable, optional
+        Called once with (number of files to process, their total declared audio seconds).
+    on_record : callable, optional
+        Called with each manifest record as it is written (progress display).
+
+    Returns
+    -------
+    Summary
+
+    Raises
+    ------
+    ConfigMismatchError
+        If ``output_dir`` holds features made with another configuration and ``overwrite`` is off.
+    ParameterError
+        For invalid settings or a missing input.
+    ModelError
+        If the compressor cannot be loaded.
+    """
+    started = time.perf_counter()
+    config = config or ExtractConfig()
+    out = Path(output_dir)
+    if jobs is not None and jobs < 1:
+        raise ParameterError(f"jobs must be at least 1, got {jobs}")
+    # Built here once to validate every setting before any work starts, and to hash the model.
+    extractor = config.build_extractor()
+    config_hash = config.config_hash(extractor)
+    summary = Summary(output_dir=str(out), config_hash=config_hash)
+
+    sources = discover(input_path, extensions=extensions, exclude=out)
+    outputs = output_paths(sources, format=config.format)
+    root = Path(input_path) if Path(input_path).is_dir() else Path(input_path).parent
+    manifest_path, failures_path = out / MANIFEST_NAME, out / FAILURES_NAME
+    previous = list(read_jsonl(manifest_path))
+    _refuse_mixing(previous, config_hash=config_hash, out=out, overwrite=overwrite)
+
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)
+    if overwrite:
+        rewrite_jsonl(manifest_path, [])
+        rewrite_jsonl(failures_path, [])
+        previous = []
+
+    finished = _finished_sources(previous, config_hash=config_hash)
+    run_id = uuid.uuid4().hex[:12]
+    todo: list[_Task] = []
+    with JsonlWriter(manifest_path) as manifest, JsonlWriter(failures_path) as failures:
+
+        def record(entry: dict[str, Any]) -> None:
+            entry = {"run": run_id, "config": config_hash} | entry
+            manifest.write(entry)
+            if entry["status"] == "failed":
+                failures.write({"source": entry["source"], "error": entry["error"], "run": run_id})
+                summary.failed += 1
+                summary.failures.append({"source": entry["source"], "error": entry["error"]})
+            elif entry["status"] == "ok":
+                summary.done += 1
+                summary.audio_seconds += entry.get("duration") or 0.0
+            else:
+                summary.skipped += 1
+            if on_record is not None:
+                on_record(entry)
+
+        for source in sources:
+            task = _make_task(root, out, source, outputs[source])
+            done_before = finished.get(task.source_rel)
+            if done_before is not None and _unchanged(done_before, task, out):
+                record(_skipped_record(done_before))
+            else:
+                todo.append(task)
+        summary.total = len(sources)
+        if on_plan is not None:
+            on_plan(len(todo), sum(_declared_seconds(task.source) for task in todo))
+
+        stop = _run_tasks(
+            todo,
+            config=config,
+            jobs=jobs,
+            executor=executor,
+            batch_size=batch_size,
+            fail_fast=fail_fast,
+            local_extractor=extractor,
+            record=record,
+        )
+        summary.stopped_early = stop
+
+    _compact_failures(manifest_path, failures_path)
+    summary.wall_seconds = time.perf_counter() - started
+    return summary
+
+
+def _refuse_mixing(previous: Sequence[dict[str, Any]], *, config_hash: str, out: Path, overwrite: bool) -> None:
+    others = {r.get("config") for r in previous if r.get("status") == "ok" and r.get("config") != config_hash}
+    if others and not overwrite:
+        raise ConfigMismatchError(
+            f"{out} already holds features made with another configuration (config {sorted(others)[0]}, "
+            f"this run is {config_hash}); use another output folder, or --overwrite to replace them"
+        )
+
+
+def _finished_sources(previous: Sequence[dict[str, Any]], *, config_hash: str) -> dict[str, dict[str, Any]]:
+    """The latest successful record of each source made with this configuration."""
+    finished: dict[str, dict[str, Any]] = {}
+    for entry in previous:
+        source = entry.get("source")
+        if not isinstance(source, str) or entry.get("config") != config_hash:
+            continue
+        if entry.get("status") == "ok":
+            finished[source] = entry
+        elif entry.get("status") == "failed":
+            finished.pop(source, None)
+    return finished
+
+
+def _unchanged(entry: dict[str, Any], task: _Task, out: Path) -> bool:
+    return (
+        entry.get("output") == task.output_rel
+        and entry.get("source_size") == task.size
+        and entry.get("source_mtime_ns") == task.mtime_ns
+        and (out / task.output_rel).is_file()
+    )
+
+
+def _skipped_record(done_before: dict[str, Any]) -> dict[str, Any]:
+    keep = ("id", "source", "output", "duration", "fine_frames", "output_frames", "source_size", "source_mtime_ns")
+    return {key: done_before.get(key) for key in keep} | {"status": "skipped", "seconds": 0.0}
+
+
+def _make_task(root: Path, out: Path, source: PurePosixPath, output: PurePosixPath) -> _Task:
+    path = root / source
+    try:
+        stat = path.stat()
+        size, mtime_ns = stat.st_size, stat.st_mtime_ns
+    except OSError:
+        size, mtime_ns = -1, -1
+    return _Task(
+        source=str(path),
+        output=str(out / output),
+        source_rel=source.as_posix(),
+        output_rel=output.as_posix(),
+        size=size,
+        mtime_ns=mtime_ns,
+    )
+
+
+def _declared_seconds(path: str) -> float:
+    try:
+        return info(path).duration
+    except AdaresError:
+        return 0.0
+
+
+def _compact_failures(manifest_path: Path, failures_path: Path) -> None:
+    """Keep in failures.jsonl only the files whose latest record is a failure (fixed files drop out)."""
+    latest: dict[str, dict[str, Any]] = {}
+    for entry in read_jsonl(manifest_path):
+        if isinstance(entry.get("source"), str):
+            latest[entry["source"]] = entry
+    rewrite_jsonl(
+        failures_path,
+        [
+            {"source": source, "error": entry.get("error"), "run": entry.get("run")}
+            for source, entry in latest.items()
+            if entry.get("status") == "failed"
+        ],
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Running the work
+
+
+def _run_tasks(
+    todo: list[_Task],
+    *,
+    config: ExtractConfig,
+    jobs: int | None,
+    executor: cf.Executor | None,
+    batch_size: int | None,
+    fail_fast: bool,
+    local_extractor: Any,
+    record: Callable[[dict[str, Any]], None],
+) -> bool:
+    """Process ``todo``; return True when stopped early by ``fail_fast``."""
+    if not todo:
+        return False
+    workers = jobs or os.cpu_count() or 1
+    if executor is None and workers == 1:
+        for task in todo:
+            entry = _process_file(task, local_extractor, config)
+            record(entry)
+            if fail_fast and entry["status"] == "failed":
+                return True
+        return False
+
+    size = batch_size or max(1, min(16, len(todo) // (workers * 4)))
+    batches = [todo[i : i + size] for i in range(0, len(todo), size)]
+    own_pool = executor is None
+    pool = executor or _local_pool(workers)
+    try:
+        return _drain(
+            batches, pool=pool, own_pool=own_pool, workers=workers, config=config, fail_fast=fail_fast, record=record
+        )
+    finally:
+        if own_pool:
+            _shutdown(pool)
+
+
+def _drain(
+    batches: list[list[_Task]],
+    *,
+    pool: cf.Executor,
+    own_pool: bool,
+    workers: int,
+    config: ExtractConfig,
+    fail_fast: bool,
+    record: Callable[[dict[str, Any]], None],
+) -> bool:
+    # Bounded in-flight work: a corpus of a million files must not become a million futures.
+    pending = list(reversed(batches))
+    attempts: dict[str, int] = {}
+    in_flight: dict[cf.Future, list[_Task]] = {}
+    limit = max(2, 4 * workers)
+    stop = False
+    while pending or in_flight:
+        while pending and len(in_flight) < limit and not stop:
+            batch = pending.pop()
+            in_flight[pool.submit(_process_batch, batch, config)] = batch
+        if not in_flight:
+            break
+        finished, _ = cf.wait(list(in_flight), return_when=cf.FIRST_COMPLETED)
+        for future in finished:
+            batch = in_flight.pop(future)
+            error = future.exception()
+            if error is None:
+                for entry in future.result():
+                    record(entry)
+                    stop = stop or (fail_fast and entry["status"] == "failed")
+                continue
+            if own_pool and isinstance(error, cf.process.BrokenProcessPool):
+                # A worker died (killed, out of memory, crashed in native code). The pool is unusable:
+                # start a new one and retry the unfinished batches one file at a time, so a file
+                # that kills its worker is isolated and the others still get done.
+                batches_left = [batch] + [in_flight.pop(f) for f in list(in_flight)]
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = _local_pool(workers)
+                for lost in batches_left:
+                    for task in lost:
+                        attempts[task.source_rel] = attempts.get(task.source_rel, 0) + 1
+                        if attempts[task.source_rel] > _MAX_RETRIES:
+                            record(
+                                _failure(
+                                    task, "worker process died while processing this file (killed or out of memory)"
+                                )
+                            )
+                        else:
+                            pending.append([task])
+                break
+            for task in batch:
+                record(_failure(task, f"worker failed: {_one_line(error)}"))
+                stop = stop or fail_fast
+    if stop:
+        for future in in_flight:
+            future.cancel()
+    return stop
+
+
+def _local_pool(workers: int) -> cf.ProcessPoolExecutor:
+    # forkserver: workers start from a clean, single-threaded server, never from a fork of this
+    # process with torch's thread pools already running (a known source of deadlocks).
+    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    context = multiprocessing.get_context(method)
+    if method == "forkserver":
+        context.set_forkserver_preload(["adares.pipeline", "adares.extractor"])
+    return cf.ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker)
+
+
+def _shutdown(pool: cf.Executor) -> None:
+    pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _init_worker() -> None:
+    _limit_threads()
+
+
+def _limit_threads() -> None:
+    # One torch thread per process: the parallelism comes from processes; more threads per
+    # process only fight over the same cores.
+    import torch
+
+    if torch.get_num_threads() != 1:
+        torch.set_num_threads(1)
+
+
+_EXTRACTORS: dict[str, Any] = {}
+
+
+def _process_batch(tasks: list[_Task], config: ExtractConfig) -> list[dict[str, Any]]:
+    """Worker entry point: process files one by one, each failure caught and recorded."""
+    _limit_threads()
+    key = json.dumps(asdict(config), sort_keys=True)
+    extractor = _EXTRACTORS.get(key)
+    if extractor is None:
+        extractor = _EXTRACTORS[key] = config.build_extractor()  # once per worker process
+    return [_process_file(task, extractor, config) for task in tasks]
+
+
+def _process_file(task: _Task, extractor: Any, config: ExtractConfig) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        samples, sr = load(task.source, sr=extractor.frontend.sr, channel=config.channel)
+        features = extractor(samples, meta={"source": task.source_rel})
+        write_features(features, task.output, format=config.format)
+    except AudioDecodeError as error:
+        return _failure(task, error.reason, started)
+    except AdaresError as error:
+        return _failure(task, _one_line(error), started)
+    except MemoryError:
+        return _failure(task, "out of memory", started)
+    except Exception as error:  # noqa: BLE001 - one file's bug must not stop the corpus; reported per file
+        return _failure(task, f"internal error: {type(error).__name__}: {_one_line(error)}", started)
+    return _base_record(task) | {
+        "status": "ok",
+        "duration": len(samples) / sr,
+        "fine_frames": features.num_frames if features.scores is None else len(features.scores),
+        "output_frames": features.num_frames,
+        "seconds": round(time.perf_counter() - started, 6),
+    }
+
+
+def _base_record(task: _Task) -> dict[str, Any]:
+    return {
+        "id": str(PurePosixPath(task.output_rel).with_suffix("")),
+        "source": task.source_rel,
+        "output": task.output_rel,
+        "source_size": task.size,
+        "source_mtime_ns": task.mtime_ns,
+        "adares_version": __version__,
+    }
+
+
+def _failure(task: _Task, reason: str, started: float | None = None) -> dict[str, Any]:
+    seconds = 0.0 if started is None else round(time.perf_counter() - started, 6)
+    return _base_record(task) | {"status": "failed", "error": reason, "seconds": seconds}
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__

@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from adares.cli.main import main
+from adares.store import read_jsonl
+
+from .conftest import make_corpus
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def test_help_shows_defaults():
+    result = run("extract", "--help")
+    assert result.exit_code == 0
+    for text in ("--hop", "[default: 5ms]", "--n-mels", "default: 128", "--jobs", "--fail-fast", "--overwrite"):
+        assert text in result.output
+
+
+def test_exit_codes_and_summary(tmp_path):
+    root = tmp_path / "in"
+    make_corpus(root, count=3, corrupt=True)
+    result = run("extract", str(root), str(tmp_path / "out"), "--n-mels", "40", "-j", "1")
+    assert result.exit_code == 1
+    assert "done 3, skipped 0 (already done), failed 1 of 4 files" in result.stderr
+    assert "speech/broken.wav: not an audio file" in result.stderr
+
+    (root / "speech" / "broken.wav").unlink()
+    result = run("extract", str(root), str(tmp_path / "out"), "--n-mels", "40", "-j", "1")
+    assert result.exit_code == 0
+    assert "skipped 3" in result.stderr
+
+
+def test_bad_usage_exits_2_with_one_line(tmp_path):
+    root = tmp_path / "in"
+    make_corpus(root, count=1, corrupt=False)
+    result = run("extract", str(root), str(tmp_path / "out"), "--hop", "5ms", "--sr", "22050")
+    assert result.exit_code == 2
+    assert "110.25" in result.stderr and "Traceback" not in result.stderr
+    assert run("extract", str(tmp_path / "missing"), str(tmp_path / "out")).exit_code == 2
+    assert run("extract", str(root), str(tmp_path / "out"), "--reduction", "1.5").exit_code == 2
+
+
+def test_configuration_mismatch_exits_2(tmp_path):
+    root = tmp_path / "in"
+    make_corpus(root, count=1, corrupt=False)
+    assert run("extract", str(root), str(tmp_path / "out"), "--n-mels", "40", "-j", "1", "-q").exit_code == 0
+    result = run("extract", str(root), str(tmp_path / "out"), "--n-mels", "64", "-j", "1", "-q")
+    assert result.exit_code == 2 and "--overwrite" in result.stderr
+    result = run("extract", str(root), str(tmp_path / "out"), "--n-mels", "64", "-j", "1", "-q", "--overwrite")
+    assert result.exit_code == 0 and result.stderr == ""
+    records = list(read_jsonl(tmp_path / "out" / "manifest.jsonl"))
+    assert [r["status"] for r in records] == ["ok"]
+
+
+def test_plain_progress_lines_when_not_a_terminal(tmp_path):
+    root = tmp_path / "in"
+    make_corpus(root, count=2, corrupt=False)
+    result = run("extract", str(root), str(tmp_path / "out"), "--n-mels", "40", "-j", "1")
+    assert "2 files to process" in result.stderr
+    assert "[2/2]" in result.stderr and "ETA" in result.stderr
+
+
+@pytest.mark.slow
+def test_console_script_runs(tmp_path):
+    root = tmp_path / "in"
+    make_corpus(root, count=2, corrupt=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "adares.cli", "extract", str(root), str(tmp_path / "out"), "--n-mels", "40", "-q"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads((tmp_path / "out" / "manifest.jsonl").read_text().splitlines()[0])["status"] == "ok"

@@ -1,0 +1,253 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from adares.atomic import TEMP_MARKER
+from adares.errors import ParameterError
+from adares.features import load_features
+from adares.frontend import MelFrontend
+from adares.pipeline import ConfigMismatchError, ExtractConfig, discover, extract
+from adares.store import read_jsonl
+
+from .conftest import SR, make_corpus, synth
+
+SMALL = {"n_mels": 40}
+
+
+def config(**frontend) -> ExtractConfig:
+    return ExtractConfig(frontend=SMALL | frontend)
+
+
+def manifest(out: Path) -> list[dict]:
+    return list(read_jsonl(out / "manifest.jsonl"))
+
+
+def test_extract_writes_features_manifest_and_failures(corpus, tmp_path):
+    out = tmp_path / "out"
+    summary = extract(corpus, out, config=config(), jobs=1)
+    assert (summary.total, summary.done, summary.failed, summary.skipped) == (7, 6, 1, 0)
+    assert summary.exit_code == 1
+
+    frontend = MelFrontend(**SMALL)
+    for rel in sorted(p.relative_to(corpus).as_posix() for p in corpus.rglob("clip*")):
+        features = load_features(out / Path(rel).with_suffix(".npz"))
+        samples, _ = sf.read(corpus / rel, dtype="float32")
+        expected, frames = frontend(torch.from_numpy(samples))
+        assert features.mel.shape == (1 + len(samples) // 80, 40) == (int(frames[0]), 40)
+        np.testing.assert_allclose(features.mel, expected[0].numpy(), rtol=1e-5, atol=1e-5)
+        assert features.spans[0, 0] == 0 and features.spans[-1, 1] == len(samples)
+        assert features.meta["source"] == rel and features.meta["compressor"] == "none"
+        assert features.meta["hop_samples"] == 80 and features.meta["num_samples"] == len(samples)
+        assert features.scores is None
+
+    records = manifest(out)
+    assert len(records) == 7
+    assert {r["status"] for r in records} == {"ok", "failed"}
+    bad = [r for r in records if r["status"] == "failed"]
+    assert [r["source"] for r in bad] == ["speech/broken.wav"]
+    assert "not an audio file" in bad[0]["error"]
+    ok = next(r for r in records if r["status"] == "ok")
+    assert {"id", "source", "output", "duration", "fine_frames", "output_frames", "seconds", "config"} <= set(ok)
+    failures = list(read_jsonl(out / "failures.jsonl"))
+    assert failures == [{"source": "speech/broken.wav", "error": bad[0]["error"], "run": bad[0]["run"]}]
+    assert not (out / "speech" / "broken.npz").exists()
+
+
+def test_rerun_skips_done_files_and_retries_failed(corpus, tmp_path):
+    out = tmp_path / "out"
+    extract(corpus, out, config=config(), jobs=1)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*.npz")}
+    summary = extract(corpus, out, config=config(), jobs=1)
+    assert (summary.done, summary.skipped, summary.failed) == (0, 6, 1)
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.npz")} == before
+
+    # fixing the broken file makes it succeed; a changed source is recomputed
+    sf.write(corpus / "speech" / "broken.wav", synth(0.3), SR)
+    changed = next(corpus.rglob("clip0.flac"))
+    sf.write(changed, synth(0.7, seed=9), SR)
+    summary = extract(corpus, out, config=config(), jobs=1)
+    assert (summary.done, summary.skipped, summary.failed) == (2, 5, 0)
+    assert summary.exit_code == 0
+    assert list(read_jsonl(out / "failures.jsonl")) == []
+    assert load_features(out / "music/part0/clip0.npz").num_samples == int(0.7 * SR)
+
+
+def test_other_configuration_is_refused_unless_overwrite(corpus, tmp_path):
+    out = tmp_path / "out"
+    extract(corpus, out, config=config(), jobs=1)
+    with pytest.raises(ConfigMismatchError, match="another configuration"):
+        extract(corpus, out, config=config(hop="10ms"), jobs=1)
+    summary = extract(corpus, out, config=config(hop="10ms"), jobs=1, overwrite=True)
+    assert (summary.done, summary.skipped) == (6, 0)
+    assert load_features(out / "music/part0/clip0.npz").meta["hop_samples"] == 160
+    assert len(manifest(out)) == 7  # the old records were cleared
+
+
+def test_overwrite_recomputes_same_configuration(corpus, tmp_path):
+    out = tmp_path / "out"
+    extract(corpus, out, config=config(), jobs=1)
+    summary = extract(corpus, out, config=config(), jobs=1, overwrite=True)
+    assert (summary.done, summary.skipped) == (6, 0)
+
+
+def test_outputs_that_would_collide_keep_their_extension(tmp_path):
+    root = tmp_path / "in"
+    (root / "a").mkdir(parents=True)
+    sf.write(root / "a" / "b.wav", synth(0.2), SR)
+    sf.write(root / "a" / "b.flac", synth(0.3), SR)
+    sf.write(root / "a" / "c.wav", synth(0.2), SR)
+    extract(root, tmp_path / "out", config=config(), jobs=1)
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in (tmp_path / "out").rglob("*.npz")) == [
+        "a/b.flac.npz",
+        "a/b.wav.npz",
+        "a/c.npz",
+    ]
+
+
+def test_discover_filters_and_excludes_output(tmp_path):
+    root = tmp_path / "in"
+    make_corpus(root, count=3, corrupt=False)
+    (root / "notes.txt").write_text("x")
+    (root / "._clip.wav").write_text("macOS junk")
+    (root / "UPPER.WAV").write_bytes((root / "music/part0/clip0.flac").read_bytes())
+    (root / "out").mkdir()
+    (root / "out" / "old.wav").write_bytes(b"")
+    found = [p.as_posix() for p in discover(root, exclude=root / "out")]
+    assert found == ["UPPER.WAV", "music/part0/clip0.flac", "music/part2/clip2.wav", "speech/part1/clip1.wav"]
+    assert [p.as_posix() for p in discover(root, extensions=["flac"], exclude=root / "out")] == [
+        "music/part0/clip0.flac"
+    ]
+    with pytest.raises(ParameterError, match="does not exist"):
+        discover(tmp_path / "missing")
+
+
+def test_single_file_input(tmp_path):
+    path = tmp_path / "one.wav"
+    sf.write(path, synth(0.3), SR)
+    summary = extract(path, tmp_path / "out", config=config(), jobs=1)
+    assert summary.done == 1 and (tmp_path / "out" / "one.npz").is_file()
+
+
+def test_process_pool_matches_in_process(corpus, tmp_path):
+    extract(corpus, tmp_path / "one", config=config(), jobs=1)
+    summary = extract(corpus, tmp_path / "two", config=config(), jobs=2, batch_size=2)
+    assert (summary.done, summary.failed) == (6, 1)
+    for path in (tmp_path / "one").rglob("*.npz"):
+        a, b = load_features(path), load_features(tmp_path / "two" / path.relative_to(tmp_path / "one"))
+        np.testing.assert_array_equal(a.mel, b.mel)
+        np.testing.assert_array_equal(a.spans, b.spans)
+    strip = {"run", "seconds", "source_mtime_ns"}
+    one = sorted(({k: v for k, v in r.items() if k not in strip} for r in manifest(tmp_path / "one")), key=str)
+    two = sorted(({k: v for k, v in r.items() if k not in strip} for r in manifest(tmp_path / "two")), key=str)
+    assert one == two
+
+
+def test_fail_fast_stops_early(tmp_path):
+    root = tmp_path / "in"
+    root.mkdir()
+    (root / "a_broken.wav").write_text("nope")
+    for i in range(3):
+        sf.write(root / f"b{i}.wav", synth(0.2), SR)
+    summary = extract(root, tmp_path / "out", config=config(), jobs=1, fail_fast=True)
+    assert summary.failed == 1 and summary.done == 0 and summary.stopped_early and summary.exit_code == 1
+
+
+def test_partial_manifest_line_from_a_kill_is_ignored(corpus, tmp_path):
+    out = tmp_path / "out"
+    extract(corpus, out, config=config(), jobs=1)
+    with open(out / "manifest.jsonl", "a") as handle:
+        handle.write('{"source": "music/part0/clip0.flac", "sta')  # killed mid-line
+    (out / "music" / f".clip9.npz{TEMP_MARKER}abc").write_bytes(b"half a file")
+    summary = extract(corpus, out, config=config(), jobs=1)
+    assert summary.skipped == 6
+    assert not list(out.rglob(f"*{TEMP_MARKER}*"))
+    lines = (out / "manifest.jsonl").read_text().splitlines()
+    assert sum(1 for line in lines if not line.endswith("}")) == 1  # only the cut line is malformed
+    assert all(json.loads(line)["status"] for line in lines[-7:])
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "adares.cli", *args]
+
+
+@pytest.mark.slow
+def test_sigkill_leaves_no_partial_output_and_rerun_completes(tmp_path):
+    root = tmp_path / "in"
+    root.mkdir()
+    for i in range(120):
+        sf.write(root / f"c{i:03d}.wav", synth(1.0, seed=i), SR)
+    out = tmp_path / "out"
+    args = _cli("extract", str(root), str(out), "--n-mels", "40", "--jobs", "1", "--quiet")
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(read_jsonl(out / "manifest.jsonl"))) < 10:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = list(read_jsonl(out / "manifest.jsonl"))
+    assert 10 <= len(done) < 120, "the kill must land mid-run"
+    for path in out.glob("*.npz"):
+        load_features(path)  # every visible output is complete
+
+    rerun = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert len(list(out.glob("*.npz"))) == 120
+    assert not list(out.rglob(f"*{TEMP_MARKER}*"))
+    statuses = [r["status"] for r in read_jsonl(out / "manifest.jsonl")]
+    assert statuses.count("skipped") >= 10 and statuses.count("ok") == 120
+
+
+def _children(pid: int) -> list[int]:
+    children = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    fields = handle.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                children.append(int(entry))
+    return children
+
+
+@pytest.mark.slow
+def test_killed_worker_is_replaced_and_every_good_file_finishes(tmp_path):
+    root = tmp_path / "in"
+    make_corpus(root, count=40, corrupt=True, seconds=1.0)
+    out = tmp_path / "out"
+    killed = []
+
+    def kill_a_worker(record: dict) -> None:
+        if killed:
+            return
+        for child in _children(os.getpid()):
+            # the pool's workers are children of the forkserver, so grandchildren of this process
+            for worker in _children(child):
+                os.kill(worker, signal.SIGKILL)
+                killed.append(worker)
+                return
+
+    summary = extract(root, out, config=config(), jobs=2, batch_size=1, on_record=kill_a_worker)
+    assert killed
+    assert summary.done == 40 and summary.failed == 1
+    assert len(list(out.rglob("*.npz"))) == 40
+
+
+def test_thread_safety_of_progress_callbacks_not_required(corpus, tmp_path):
+    # on_record is called from the calling thread only
+    threads = set()
+    extract(corpus, tmp_path / "out", config=config(), jobs=2, on_record=lambda r: threads.add(threading.get_ident()))
+    assert threads == {threading.get_ident()}
