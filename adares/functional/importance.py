@@ -1,0 +1,68 @@
+"""Training-free importance of fine frames.
+
+The positive spectral flux (how much energy appears from one frame to the next) marks onsets
+and transients: on short clips it recovers most of what uniform pooling loses (see
+diffres-method.md), which makes it the baseline a learned importance must beat.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from adares.errors import ParameterError
+
+__all__ = ["spectral_flux"]
+
+
+def spectral_flux(log_mel: Tensor, lengths: Tensor | None = None, *, floor: float = 0.05) -> Tensor:
+    """Raw importance from the positive spectral flux of a log-mel, in ``(0, 1]``.
+
+    Per frame ``t``: the mean over mel bins of ``max(0, x_t - x_{t-1})`` (0 for frame 0),
+    divided by the item's largest value over its valid frames, plus ``floor``, clipped to 1.
+    The floor keeps steady frames mergeable rather than invisible: every frame keeps a share.
+
+    Parameters
+    ----------
+    log_mel : torch.Tensor [shape=(B, T, F)], floating
+        Log-mel frames, time-major.
+    lengths : torch.Tensor [shape=(B,)], integer, optional
+        Valid frames per item; None means all ``T``.
+    floor : float
+        Added to every normalised flux value, in ``(0, 1]``.
+
+    Returns
+    -------
+    torch.Tensor [shape=(B, T)]
+        Raw scores in ``[floor, 1]`` on valid frames (``floor`` everywhere for a steady item),
+        0 on padding frames. Not differentiable in any useful way (a max and a ReLU); meant for
+        inference and baselines.
+
+    Raises
+    ------
+    ParameterError
+        On a bad shape, bad ``lengths`` or a ``floor`` outside ``(0, 1]``.
+    """
+    if not isinstance(log_mel, Tensor) or log_mel.dim() != 3 or not log_mel.is_floating_point():
+        raise ParameterError("log_mel must be a floating tensor [batch, frames, mels]")
+    if not 0.0 < floor <= 1.0:
+        raise ParameterError(f"floor must lie in (0, 1], got {floor}")
+    batch, frames, _ = log_mel.shape
+    if frames < 1:
+        raise ParameterError("log_mel has no frames")
+    if lengths is None:
+        lengths = torch.full((batch,), frames, dtype=torch.int64, device=log_mel.device)
+    else:
+        lengths = torch.as_tensor(lengths, device=log_mel.device)
+        if lengths.shape != (batch,) or lengths.is_floating_point():
+            raise ParameterError(f"lengths must be an integer tensor of shape ({batch},)")
+        if batch and (int(lengths.min()) < 1 or int(lengths.max()) > frames):
+            raise ParameterError(f"lengths must lie in [1, {frames}], got {lengths.tolist()}")
+    mask = torch.arange(frames, device=log_mel.device)[None, :] < lengths[:, None]
+    rise = (log_mel[:, 1:] - log_mel[:, :-1]).clamp_min(0.0).mean(-1)
+    flux = torch.nn.functional.pad(rise, (1, 0))
+    # The step into the first padding frame (and beyond) is not a frame of the item.
+    flux = torch.where(mask, torch.nan_to_num(flux, nan=0.0, posinf=0.0), 0.0)
+    peak = flux.amax(1, keepdim=True)
+    normalised = torch.where(peak > 0, flux / peak.clamp_min(torch.finfo(flux.dtype).tiny), 0.0)
+    return torch.where(mask, (normalised + floor).clamp(max=1.0), 0.0)
