@@ -14,6 +14,7 @@ from adares import __version__
 from adares.errors import AdaresError
 
 from .extract import extract_command
+from .inspect import inspect_command
 
 
 class _Group(click.Group):
@@ -41,3 +42,4 @@ def main() -> None:
 
 
 main.add_command(extract_command)
+main.add_command(inspect_command)

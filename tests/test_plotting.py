@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+from adares.cli.main import main
+from adares.extractor import FineMelExtractor
+from adares.features import Features
+from adares.frontend import MelFrontend
+
+from .conftest import SR, synth
+
+matplotlib = pytest.importorskip("matplotlib")
+matplotlib.use("Agg")
+plt = pytest.importorskip("matplotlib.pyplot")
+
+from adares.plotting import plot  # noqa: E402 - after the backend is chosen
+
+
+def merged_features() -> Features:
+    # three merged frames of very different widths, plus scores on a 5 ms grid
+    spans = np.array([[0, 400], [400, 2400], [2400, 8000]])
+    return Features(
+        mel=np.array([[0.0, 1.0], [2.0, 3.0], [4.0, 5.0]]),
+        spans=spans,
+        scores=np.full(101, 3 / 101, np.float32),
+        meta={"sr": SR, "hop_samples": 80, "num_samples": 8000, "compressor": "test"},
+    )
+
+
+def test_merged_blocks_line_up_with_spans(tmp_path):
+    features = merged_features()
+    figure = plot(features, path=tmp_path / "x.png")
+    mesh = figure.axes[-1].collections[0]
+    x_edges = mesh.get_coordinates()[0, :, 0]
+    np.testing.assert_allclose(x_edges, [0.0, 400 / SR, 2400 / SR, 8000 / SR])
+    # each block carries its frame's values (mel bins on y)
+    np.testing.assert_array_equal(np.asarray(mesh.get_array()).reshape(2, 3), features.mel.T)
+    image = plt.imread(tmp_path / "x.png")
+    assert image.shape[0] > 100 and image[..., :3].std() > 0.05  # drawn, not blank
+    plt.close(figure)
+
+
+def test_full_plot_with_audio(tmp_path):
+    samples = synth(1.0)
+    frontend = MelFrontend(n_mels=40)
+    features = FineMelExtractor(frontend)(samples)
+    figure = plot(features, samples=samples, fine_mel=features.mel, path=tmp_path / "full.png")
+    assert len(figure.axes) == 3  # waveform, fine, merged (no scores without a compressor)
+    assert figure.axes[0].get_xlim() == (0.0, 1.0)
+    plt.close(figure)
+
+
+def test_inspect_audio_and_npz(tmp_path):
+    wav = tmp_path / "x.wav"
+    sf.write(wav, synth(0.5), SR)
+    runner = CliRunner()
+    result = runner.invoke(main, ["inspect", str(wav), "--n-mels", "40", "-o", str(tmp_path / "a.png")])
+    assert result.exit_code == 0, result.output
+    assert "101 frames x 40 mels" in result.output and "compression 1.00x (no merging)" in result.output
+    assert (tmp_path / "a.png").stat().st_size > 10_000
+
+    out = tmp_path / "out"
+    assert runner.invoke(main, ["extract", str(wav), str(out), "--n-mels", "40", "-j", "1", "-q"]).exit_code == 0
+    result = runner.invoke(main, ["inspect", str(out / "x.npz"), "--audio", str(wav), "-o", str(tmp_path / "b.png")])
+    assert result.exit_code == 0, result.output
+    assert "frame span  shortest 2.50 ms" in result.output  # the first centred frame is half a hop
+    assert "compressor  none" in result.output
