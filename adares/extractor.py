@@ -20,8 +20,19 @@ from adares import __version__
 from adares.errors import ParameterError
 from adares.features import Features, uniform_spans
 from adares.frontend import MelFrontend
+from adares.functional.importance import spectral_flux
+from adares.functional.merge import compress, output_lengths
+from adares.functional.merge import spans as merge_spans
 
-__all__ = ["Extractor", "FineMelExtractor", "resolve_extractor", "file_sha256", "resolve_device"]
+__all__ = [
+    "Extractor",
+    "FineMelExtractor",
+    "MergingExtractor",
+    "FluxImportance",
+    "resolve_extractor",
+    "file_sha256",
+    "resolve_device",
+]
 
 
 class Extractor(Protocol):
@@ -144,6 +155,73 @@ def feature_meta(extractor: Extractor, *, num_samples: int, extra: dict[str, Any
     return meta
 
 
+class Importance(Protocol):
+    """Raw importance of the fine frames of one file, in (0, 1]."""
+
+    name: str
+    sha256: str | None
+
+    def __call__(self, samples: np.ndarray, power: torch.Tensor, *, frontend: MelFrontend) -> torch.Tensor: ...
+
+
+class FluxImportance:
+    """The training-free baseline: positive spectral flux of the natural-log mel (``--model flux``)."""
+
+    name = "flux"
+    sha256: str | None = None
+
+    def __call__(self, samples: np.ndarray, power: torch.Tensor, *, frontend: MelFrontend) -> torch.Tensor:
+        return spectral_flux(torch.log(power + 1e-6)[None])[0]
+
+
+class MergingExtractor:
+    """Fine mel power merged by importance scores, then the log: variable-resolution features.
+
+    The scores come from ``importance`` (a trained estimator reading its own analysis of the
+    audio, or the spectral flux); the merge applies to the user's front end, whatever its
+    number of mel bins, because both share the fine time grid.
+
+    Parameters
+    ----------
+    frontend : MelFrontend
+        The user's front end (defines the merged features).
+    importance : Importance
+        Raw scores per fine frame.
+    reduction : float
+        Fraction of frames merged away: T' = round((1 - reduction) T), at least 1.
+    """
+
+    def __init__(self, frontend: MelFrontend, importance: Importance, *, reduction: float) -> None:
+        self.frontend = frontend
+        self.importance = importance
+        self.reduction = float(reduction)
+        self.name = importance.name
+        self.sha256 = importance.sha256
+
+    @torch.inference_mode()
+    def __call__(self, samples: np.ndarray, *, meta: dict[str, Any] | None = None) -> Features:
+        """Compute merged features of ``samples`` [N] (float32 at ``frontend.sr``)."""
+        power = fine_power(self.frontend, samples)
+        raw = self.importance(samples, power, frontend=self.frontend).to(power.device, torch.float32)
+        frames = power.shape[0]
+        out_frames = output_lengths(torch.tensor([frames]), reduction=self.reduction).to(power.device)
+        merged = compress(power[None], raw[None], out_frames=out_frames)
+        count = int(merged.lengths[0])
+        ranges = merge_spans(
+            merged.scores,
+            merged.lengths,
+            hop_samples=self.frontend.hop_samples,
+            num_samples=len(samples),
+            offset_samples=self.frontend.frame_offset_samples,
+        )
+        return Features(
+            mel=self.frontend.compress(merged.power[0, :count]).cpu().numpy(),
+            spans=ranges[0, :count].cpu().numpy(),
+            scores=merged.scores[0].cpu().numpy(),
+            meta=feature_meta(self, num_samples=len(samples), extra=meta),
+        )
+
+
 def resolve_extractor(
     model: str, *, frontend: MelFrontend, reduction: float = 0.5, device: str | torch.device = "cpu"
 ) -> Extractor:
@@ -162,9 +240,12 @@ def resolve_extractor(
         return FineMelExtractor(frontend)
     if not 0.0 <= reduction < 1.0:
         raise ParameterError(f"reduction must be in [0, 1), got {reduction}")
-    from adares.compressor import CompressorExtractor
+    if model == "flux":
+        return MergingExtractor(frontend, FluxImportance(), reduction=reduction)
+    from adares.compressor import Compressor
 
-    return CompressorExtractor.for_model(model, frontend=frontend, reduction=reduction, device=torch_device)
+    compressor = Compressor.from_pretrained(model) if Compressor.is_pretrained_name(model) else Compressor.load(model)
+    return MergingExtractor(frontend, compressor.to(torch_device).importance(), reduction=reduction)
 
 
 def file_sha256(path: str | Path) -> str:

@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from adares.errors import ParameterError
+from adares.extractor import fine_power, resolve_device, resolve_extractor
+from adares.features import uniform_spans
+from adares.frontend import MelFrontend
+
+from .conftest import synth
+
+
+@pytest.mark.parametrize(
+    "settings", [{}, {"preset": "kaldi"}, {"hop": "2.5ms", "n_fft": 1024, "n_mels": 64}, {"hop": 81, "win": 333}]
+)
+def test_blockwise_power_equals_one_call(settings):
+    frontend = MelFrontend(**settings)
+    samples = synth(3.7)
+    whole, frames = frontend.power(torch.from_numpy(samples))
+    blocks = fine_power(frontend, samples, block_frames=97)
+    assert blocks.shape == (int(frames[0]), frontend.n_mels)
+    torch.testing.assert_close(blocks, whole[0], rtol=0, atol=0)
+
+
+def test_none_gives_fine_frames_with_uniform_spans():
+    frontend = MelFrontend(n_mels=40)
+    samples = synth(0.61)
+    features = resolve_extractor("none", frontend=frontend)(samples)
+    expected, _ = frontend(torch.from_numpy(samples))
+    np.testing.assert_allclose(features.mel, expected[0].numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(features.spans, uniform_spans(len(features.mel), hop_samples=80, num_samples=9760))
+    assert features.scores is None and features.meta["compressor"] == "none"
+
+
+@pytest.mark.parametrize("reduction", [0.5, 0.75])
+@pytest.mark.parametrize("n_mels", [40, 128])
+def test_flux_merges_to_the_requested_length(reduction, n_mels):
+    samples = synth(1.3)
+    features = resolve_extractor("flux", frontend=MelFrontend(n_mels=n_mels), reduction=reduction)(samples)
+    fine = 1 + len(samples) // 80
+    assert features.num_frames == max(1, int(np.floor((1 - reduction) * fine + 0.5)))  # half up
+    assert features.mel.shape == (features.num_frames, n_mels)
+    assert features.scores.shape == (fine,)
+    assert features.scores.sum() == pytest.approx(features.num_frames, rel=1e-5)
+    assert features.scores.max() <= 1 + 1e-6
+    assert features.spans[0, 0] == 0 and features.spans[-1, 1] == len(samples)
+    np.testing.assert_array_equal(features.spans[1:, 0], features.spans[:-1, 1])
+    assert np.all(features.spans[:, 1] > features.spans[:, 0])
+    assert features.meta["compressor"] == "flux" and features.meta["reduction"] == reduction
+    # merged frames differ in length: the flux spends resolution where the signal changes
+    assert features.frame_durations().max() > 2 * features.frame_durations().min()
+
+
+def test_flux_without_reduction_is_the_fine_mel():
+    frontend = MelFrontend(n_mels=40)
+    samples = synth(0.5)
+    merged = resolve_extractor("flux", frontend=frontend, reduction=0.0)(samples)
+    fine = resolve_extractor("none", frontend=frontend)(samples)
+    np.testing.assert_allclose(merged.mel, fine.mel, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(merged.spans, fine.spans)
+
+
+def test_bad_settings():
+    with pytest.raises(ParameterError, match="reduction"):
+        resolve_extractor("flux", frontend=MelFrontend(), reduction=1.0)
+    with pytest.raises(ParameterError, match="device"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ParameterError, match="CUDA"):
+            resolve_device("cuda")
+    assert resolve_device("auto").type in ("cpu", "cuda")
