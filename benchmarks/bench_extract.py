@@ -1,0 +1,221 @@
+"""Corpus extraction speed: ``adares extract`` against the loop a user would write.
+
+The anchor is the obvious loop (``librosa.load`` + ``librosa.feature.melspectrogram`` + ``np.save``
+per file, one process). Both sides run as whole processes (imports and start-up included), each in
+its own block of repeats, on the same files; the report gives medians and the ratio in files per
+second (short clips) and real-time factor (long files).
+
+Corpora: 3,000 one-second clips and four 10-minute files, made from real recordings (the
+benchmark datasets of ``make data`` when present, otherwise the demo audio), written to a temporary
+folder once per run.
+
+    python benchmarks/bench_extract.py            # full
+    python benchmarks/bench_extract.py --quick    # 300 clips, two 2-minute files, fewer repeats
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import stamp, update_section  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+SR = 16000
+
+NAIVE_LOOP = r"""
+import sys, pathlib, numpy as np, librosa
+src, dst = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+for path in sorted(p for p in src.rglob("*") if p.suffix in (".wav", ".flac")):
+    y, sr = librosa.load(path, sr=16000)
+    S = librosa.feature.melspectrogram(y=y, sr=sr, n_fft=512, hop_length=80, win_length=400, n_mels=128,
+                                       center=True, pad_mode="constant")
+    out = dst / path.relative_to(src).with_suffix(".npy")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(out, np.log(S + 1e-6).T.astype(np.float32))
+"""
+
+
+def source_recordings(limit_seconds: float) -> np.ndarray:
+    """Real audio to cut clips from: the generated datasets, else the demo clips; 16 kHz mono."""
+    import adares
+
+    candidates = sorted((ROOT / "benchmarks" / "data" / "generated").rglob("*.flac"))[:4000]
+    candidates = candidates or sorted((ROOT / "demo" / "audio").rglob("*.*"))
+    if not candidates:
+        raise SystemExit("no real audio found: run `make data` or keep demo/audio in place")
+    pieces, total = [], 0
+    for path in candidates:
+        try:
+            samples, _ = adares.load(path, sr=SR)
+        except adares.AdaresError:
+            continue
+        pieces.append(samples)
+        total += len(samples)
+        if total >= limit_seconds * SR:
+            break
+    audio = np.concatenate(pieces)
+    repeats = int(np.ceil(limit_seconds * SR / len(audio)))
+    return np.tile(audio, repeats)[: int(limit_seconds * SR)]
+
+
+def make_corpora(folder: Path, *, clips: int, long_files: int, long_seconds: float) -> tuple[Path, Path]:
+    audio = source_recordings(max(clips, 120.0))
+    short = folder / "clips"
+    for i in range(clips):
+        sub = short / f"{i // 500:02d}"
+        sub.mkdir(parents=True, exist_ok=True)
+        start = (i * 7919) % (len(audio) - SR)
+        sf.write(sub / f"clip{i:05d}.wav", audio[start : start + SR], SR, subtype="PCM_16")
+    long = folder / "long"
+    long.mkdir()
+    for i in range(long_files):
+        shift = (i * 104729) % len(audio)
+        track = np.tile(np.roll(audio, shift), int(np.ceil(long_seconds * SR / len(audio))))[: int(long_seconds * SR)]
+        sf.write(long / f"long{i}.flac", track, SR, subtype="PCM_16")
+    return short, long
+
+
+def run_timed(command: list[str]) -> float:
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"command failed ({done.returncode}): {' '.join(command)}\n{done.stderr[-2000:]}")
+    return elapsed
+
+
+def block(name: str, make_command, *, repeats: int, workdir: Path) -> list[float]:
+    """Run one side ``repeats`` times (fresh output folder each time) after one warm-up run."""
+    times = []
+    for attempt in range(repeats + 1):
+        out = workdir / f"{name}-{attempt}"
+        seconds = run_timed(make_command(out))
+        shutil.rmtree(out, ignore_errors=True)
+        if attempt:  # the first run warms the page cache and compiled bytecode
+            times.append(seconds)
+    return times
+
+
+def adares_command(source: Path, *extra: str):
+    exe = [sys.executable, "-m", "adares.cli", "extract", "--hop", "5ms", "--n-mels", "128", "-q"]
+    return lambda out: [*exe, *extra, str(source), str(out)]
+
+
+def naive_command(source: Path):
+    return lambda out: [sys.executable, "-c", NAIVE_LOOP, str(source), str(out)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small corpora, fewer repeats")
+    parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--models", default="none", help="comma-separated --model values to time (none,flux,default)")
+    parser.add_argument("--dask", action="store_true", help="also time a local Dask cluster (2 workers)")
+    parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "extract.json")
+    args = parser.parse_args()
+    clips, long_files, long_seconds = (300, 2, 120.0) if args.quick else (3000, 4, 600.0)
+    repeats = args.repeats or (2 if args.quick else 3)
+    models = [m for m in args.models.split(",") if m]
+
+    results: dict = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "clips": clips,
+        "long_files": long_files,
+        "long_seconds": long_seconds,
+        "repeats": repeats,
+        "rows": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="adares-bench-") as tmp:
+        work = Path(tmp)
+        short, long = make_corpora(work, clips=clips, long_files=long_files, long_seconds=long_seconds)
+        for corpus_name, corpus, count, audio_seconds in (
+            ("3000 x 1 s clips" if not args.quick else f"{clips} x 1 s clips", short, clips, clips * 1.0),
+            (f"{long_files} x {long_seconds / 60:.0f} min files", long, long_files, long_files * long_seconds),
+        ):
+            naive = statistics.median(block("naive", naive_command(corpus), repeats=repeats, workdir=work))
+            sides = [("naive loop (librosa, 1 process)", naive)]
+            for model in models:
+                seconds = statistics.median(
+                    block(f"adares-{model}", adares_command(corpus, "--model", model), repeats=repeats, workdir=work)
+                )
+                sides.append((f"adares extract --model {model} (process pool)", seconds))
+                if args.dask and model == models[0]:
+                    seconds = statistics.median(
+                        block(
+                            f"dask-{model}",
+                            adares_command(corpus, "--model", model, "--dask-workers", "2"),
+                            repeats=repeats,
+                            workdir=work,
+                        )
+                    )
+                    sides.append((f"adares extract --model {model} (Dask local cluster, 2 workers)", seconds))
+            print(f"\n{corpus_name}: {audio_seconds / 3600:.2f} h of audio, median of {repeats} whole-process runs")
+            print(f"{'side':<62} {'seconds':>9} {'files/s':>9} {'x real time':>12} {'vs naive':>9}")
+            for name, seconds in sides:
+                row = {
+                    "corpus": corpus_name,
+                    "side": name,
+                    "median_seconds": seconds,
+                    "files_per_second": count / seconds,
+                    "real_time_factor": audio_seconds / seconds,
+                    "speedup_vs_naive": naive / seconds,
+                }
+                results["rows"].append(row)
+                print(
+                    f"{name:<62} {seconds:9.2f} {count / seconds:9.1f} {audio_seconds / seconds:12.0f} "
+                    f"{naive / seconds:8.2f}x"
+                )
+            pool = {r["side"]: r["median_seconds"] for r in results["rows"] if r["corpus"] == corpus_name}
+            dask_rows = [k for k in pool if "Dask" in k]
+            if dask_rows:
+                local_key = next(k for k in pool if "process pool" in k)
+                overhead = (pool[dask_rows[0]] - pool[local_key]) / count
+                print(
+                    f"Dask overhead vs process pool: {pool[dask_rows[0]] / pool[local_key]:.2f}x time, "
+                    f"{overhead * 1000:+.1f} ms per file"
+                )
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwrote {args.json}")
+    if not args.quick:
+        update_section("extract", markdown(results))
+        print("updated benchmarks/RESULTS.md")
+
+
+def markdown(results: dict) -> str:
+    lines = [
+        "## Corpus extraction: `adares extract` against the naive librosa loop",
+        "",
+        stamp(),
+        "",
+        "Whole processes (start-up and imports included), median of "
+        f"{results['repeats']} runs after a warm-up. The naive loop is `librosa.load` + "
+        "`librosa.feature.melspectrogram` + `np.save` per file in one process; adares uses all cores.",
+        "",
+        "| corpus | side | median s | files/s | x real time | speed-up vs naive |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for row in results["rows"]:
+        lines.append(
+            f"| {row['corpus']} | {row['side']} | {row['median_seconds']:.2f} | {row['files_per_second']:.1f} | "
+            f"{row['real_time_factor']:.0f} | {row['speedup_vs_naive']:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
