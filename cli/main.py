@@ -15,6 +15,7 @@ from adares.errors import AdaresError
 
 from .extract import extract_command
 from .inspect import inspect_command
+from .train import train_command
 
 
 class _Group(click.Group):
@@ -43,3 +44,4 @@ def main() -> None:
 
 main.add_command(extract_command)
 main.add_command(inspect_command)
+main.add_command(train_command)

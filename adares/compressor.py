@@ -1,0 +1,599 @@
+"""A trained compressor bundle: importance-estimator weights, the front end they read, a model card.
+
+A bundle is a folder with two files::
+
+    weights.safetensors   the ImportanceEstimator's state dict (safetensors: no pickle, ever)
+    config.json           the model card: format, front end, estimator architecture, training
+                          reduction, training data, metrics, validated settings, sha256 of the weights
+
+:class:`Compressor` loads a bundle (verifying the weights against the sha256 in the card before
+reading them), scores the fine frames of a waveform with its estimator, and merges the user's
+linear mel power with those scores. The estimator reads its own analysis of the audio (its
+trained front end, at the user's hop), so the merge applies to features with any number of mel
+bins or any log; settings outside what the bundle was validated on raise a
+:class:`ValidationWarning` naming the setting.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import json
+import math
+import os
+import warnings
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from adares import __version__
+from adares.errors import ModelError, ParameterError
+
+__all__ = ["Compressor", "ValidationWarning", "export_bundle", "FORMAT", "FORMAT_VERSION"]
+
+FORMAT = "adares-compressor"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "weights.safetensors"
+CONFIG_FILE = "config.json"
+_PRETRAINED = "pretrained"
+
+# Fine frames the estimator scores per call on long files; the margin makes blocks exact.
+BLOCK_FRAMES = 8192
+
+
+class ValidationWarning(UserWarning):
+    """A setting lies outside what a compressor bundle was validated on; its scores may be poor."""
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _seconds(samples: int, sr: int) -> Fraction:
+    return Fraction(samples, sr)
+
+
+def _ms(value: Fraction) -> str:
+    return f"{float(value) * 1000:g} ms"
+
+
+class _BundleImportance:
+    """The :class:`adares.extractor.Importance` view of a compressor (what the pipeline calls)."""
+
+    def __init__(self, compressor: Compressor) -> None:
+        self.compressor = compressor
+        self.name = compressor.name
+        self.sha256 = compressor.sha256
+
+    def __call__(self, samples: np.ndarray, power: Tensor, *, frontend) -> Tensor:
+        raw = self.compressor.raw_scores(samples, frontend=frontend)
+        if raw.shape[0] != power.shape[0]:
+            raise ModelError(
+                f"the estimator's analysis gave {raw.shape[0]} frames where the front end gave {power.shape[0]}"
+            )
+        return raw
+
+
+class Compressor:
+    """A trained importance estimator with its front end and model card.
+
+    Parameters
+    ----------
+    estimator : adares.diffres.ImportanceEstimator
+        Trained estimator (put in eval mode).
+    frontend : dict
+        :meth:`adares.frontend.MelFrontend.config` of the front end the estimator was trained on.
+    reduction : float
+        Reduction ρ it was trained at; the default of :meth:`__call__`.
+    card : dict, optional
+        Model card fields (name, description, training, metrics, validated settings).
+
+    Attributes
+    ----------
+    name : str
+    sha256 : str
+        Hex sha256 of the serialised weights (the bytes of ``weights.safetensors``).
+    card : dict
+        The model card, as written to ``config.json``.
+    """
+
+    def __init__(
+        self,
+        estimator: torch.nn.Module,
+        *,
+        frontend: dict[str, Any],
+        reduction: float,
+        card: dict[str, Any] | None = None,
+    ) -> None:
+        from adares.frontend import MelFrontend
+
+        if not 0.0 <= float(reduction) < 1.0:
+            raise ParameterError(f"reduction must be in [0, 1), got {reduction}")
+        self.estimator = estimator.eval()
+        self.frontend_config = dict(MelFrontend.from_config(frontend).config())
+        self.reduction = float(reduction)
+        self._weights = self._serialise()
+        self.sha256 = _sha256(self._weights)
+        card = dict(card or {})
+        self.name = str(card.get("name", "custom"))
+        self.card = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "name": self.name,
+            "description": card.get("description", ""),
+            "adares_version": card.get("adares_version", __version__),
+            "frontend": self.frontend_config,
+            "estimator": self._architecture(),
+            "reduction": self.reduction,
+            "validated": card.get("validated", self._default_validated()),
+            "training": card.get("training", {}),
+            "metrics": card.get("metrics", {}),
+            "weights": {
+                "file": WEIGHTS_FILE,
+                "sha256": self.sha256,
+                "bytes": len(self._weights),
+                "parameters": sum(p.numel() for p in estimator.parameters()),
+            },
+        }
+        self._analysis: dict[tuple, Any] = {}
+        self._warned: set[str] = set()
+
+    # ------------------------------------------------------------------------------------------
+    # bundle I/O
+
+    def _architecture(self) -> dict[str, Any]:
+        estimator = self.estimator
+        return {
+            "type": "ImportanceEstimator",
+            "n_mels": int(estimator.n_mels),
+            "kernel_size": int(estimator.kernel_size),
+            "channels": [int(c) for c in estimator.channels],
+            "receptive_field_frames": int(estimator.receptive_field),
+        }
+
+    def _default_validated(self) -> dict[str, Any]:
+        config = self.frontend_config
+        return {
+            "sr": [config["sr"]],
+            "hop_samples": [config["hop_samples"]],
+            "preset": [config["preset"]],
+            "reduction": [self.reduction],
+        }
+
+    def _serialise(self) -> bytes:
+        from safetensors.torch import save
+
+        state = {name: tensor.detach().cpu().contiguous() for name, tensor in self.estimator.state_dict().items()}
+        return save(state, metadata={"format": FORMAT})
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the bundle (``weights.safetensors`` and ``config.json``) to the folder ``path``.
+
+        Each file is written atomically; the weights go first, so a card never names weights that
+        are not there.
+
+        Returns
+        -------
+        pathlib.Path
+            The folder.
+        """
+        from adares.atomic import atomic_open, atomic_write_text
+
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        with atomic_open(folder / WEIGHTS_FILE, "wb") as handle:
+            handle.write(self._weights)
+        atomic_write_text(folder / CONFIG_FILE, json.dumps(self.card, indent=2, sort_keys=False) + "\n")
+        return folder
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> Compressor:
+        """Load a bundle folder, verifying its weights against the card's sha256.
+
+        Raises
+        ------
+        ModelError
+            If the folder or a file is missing, the card is not valid JSON or not a compressor
+            card, the weights do not match their sha256 (corrupt or tampered with) or do not fit
+            the architecture the card describes.
+        """
+        folder = Path(path)
+        if not folder.is_dir():
+            raise ModelError(f"{folder}: no such compressor bundle (expected a folder with {CONFIG_FILE})")
+        return cls._from_files(folder, where=str(folder))
+
+    @classmethod
+    def _from_files(cls, folder, *, where: str) -> Compressor:
+        # `folder` is a Path or an importlib.resources Traversable: only joinpath/read_bytes.
+        try:
+            card_bytes = folder.joinpath(CONFIG_FILE).read_bytes()
+        except OSError:
+            raise ModelError(f"{where}: not a compressor bundle, {CONFIG_FILE} is missing") from None
+        try:
+            card = json.loads(card_bytes)
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ModelError(f"{where}/{CONFIG_FILE}: not valid JSON ({error})") from None
+        if not isinstance(card, dict) or card.get("format") != FORMAT:
+            raise ModelError(f"{where}/{CONFIG_FILE}: not an adares compressor card (format must be {FORMAT!r})")
+        if card.get("format_version") != FORMAT_VERSION:
+            raise ModelError(
+                f"{where}: bundle format version {card.get('format_version')!r}; this adares reads {FORMAT_VERSION}"
+            )
+        try:
+            weights_name = card["weights"]["file"]
+            expected = card["weights"]["sha256"]
+            architecture = card["estimator"]
+            frontend = card["frontend"]
+            reduction = card["reduction"]
+        except (KeyError, TypeError) as error:
+            raise ModelError(f"{where}/{CONFIG_FILE}: the card lacks {error}") from None
+        if not isinstance(weights_name, str) or "/" in weights_name or "\\" in weights_name:
+            raise ModelError(f"{where}/{CONFIG_FILE}: weights file must be a plain file name, got {weights_name!r}")
+        try:
+            data = folder.joinpath(weights_name).read_bytes()
+        except OSError:
+            raise ModelError(f"{where}: weights file {weights_name} is missing") from None
+        actual = _sha256(data)
+        if actual != expected:
+            raise ModelError(
+                f"{where}/{weights_name}: sha256 {actual} does not match {expected} recorded in {CONFIG_FILE}; "
+                "the weights are corrupt or were modified, refusing to load them"
+            )
+        from safetensors import SafetensorError
+        from safetensors.torch import load as load_tensors
+
+        try:
+            state = load_tensors(data)
+        except (SafetensorError, ValueError, RuntimeError) as error:
+            raise ModelError(f"{where}/{weights_name}: not a readable safetensors file ({error})") from None
+        estimator = _build_estimator(architecture, where=where)
+        try:
+            estimator.load_state_dict(state, strict=True)
+        except RuntimeError as error:
+            message = str(error).splitlines()[0]
+            raise ModelError(f"{where}: the weights do not fit the estimator the card describes ({message})") from None
+        try:
+            compressor = cls(estimator, frontend=frontend, reduction=reduction, card=card)
+        except ParameterError as error:
+            raise ModelError(f"{where}/{CONFIG_FILE}: {error}") from None
+        # Keep the card as written (metrics, training...), with the verified digest.
+        compressor.card = card
+        compressor.name = str(card.get("name", compressor.name))
+        compressor._weights = data
+        compressor.sha256 = actual
+        return compressor
+
+    @staticmethod
+    def _pretrained_root():
+        return importlib.resources.files("adares").joinpath(_PRETRAINED)
+
+    @classmethod
+    def available(cls) -> list[str]:
+        """Names of the bundles shipped with adares."""
+        root = cls._pretrained_root()
+        try:
+            entries = list(root.iterdir())
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(entry.name for entry in entries if entry.is_dir() and entry.joinpath(CONFIG_FILE).is_file())
+
+    @classmethod
+    def is_pretrained_name(cls, name: str) -> bool:
+        """Whether ``name`` names a shipped bundle (a bare name, not a path)."""
+        return isinstance(name, str) and "/" not in name and os.sep not in name and name in cls.available()
+
+    @classmethod
+    def from_pretrained(cls, name: str = "default") -> Compressor:
+        """Load a bundle shipped with adares (``"default"``).
+
+        Raises
+        ------
+        ModelError
+            If no bundle has that name, or it fails verification.
+        """
+        available = cls.available()
+        if name not in available:
+            listed = ", ".join(available) or "none installed"
+            raise ModelError(f"no pretrained compressor named {name!r} (available: {listed})")
+        return cls._from_files(cls._pretrained_root().joinpath(name), where=f"adares/pretrained/{name}")
+
+    # ------------------------------------------------------------------------------------------
+    # inference
+
+    def to(self, device: str | torch.device) -> Compressor:
+        """Move the estimator (and later analyses) to ``device``; returns ``self``."""
+        self.estimator.to(device)
+        self._analysis.clear()
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.estimator.parameters()).device
+
+    def importance(self) -> _BundleImportance:
+        """The raw-score callable the extraction pipeline uses (``name``, ``sha256``, ``__call__``)."""
+        return _BundleImportance(self)
+
+    def check_settings(
+        self, *, sr: int, hop_samples: int, preset: str | None = None, reduction: float | None = None
+    ) -> list[str]:
+        """Warn (once per setting) about settings outside what the bundle was validated on.
+
+        Returns
+        -------
+        list of str
+            The messages (also issued as :class:`ValidationWarning`).
+        """
+        validated = self.card.get("validated", {})
+        messages = []
+        srs = validated.get("sr", [])
+        if srs and sr not in srs:
+            messages.append(
+                f"sampling rate {sr} Hz is outside what compressor {self.name!r} was validated on "
+                f"({', '.join(f'{s} Hz' for s in srs)}); the estimator's analysis is resampled in time only"
+            )
+        hops = validated.get("hop_samples", [])
+        reference_sr = int(self.frontend_config["sr"])
+        hop = _seconds(hop_samples, sr)
+        valid_hops = [_seconds(h, reference_sr) for h in hops]
+        if valid_hops and hop not in valid_hops:
+            messages.append(
+                f"hop {_ms(hop)} ({hop_samples} samples) is outside the hops compressor {self.name!r} was "
+                f"validated on ({', '.join(_ms(h) for h in valid_hops)}); its scores may be poor"
+            )
+        presets = validated.get("preset", [])
+        if preset is not None and presets and preset not in presets:
+            messages.append(
+                f"front-end preset {preset!r} is outside what compressor {self.name!r} was validated on "
+                f"({', '.join(presets)}); scores come from its own centred analysis, aligned to the nearest frame"
+            )
+        reductions = validated.get("reduction", [])
+        if reduction is not None and reductions and not any(math.isclose(reduction, r) for r in reductions):
+            low, high = min(reductions), max(reductions)
+            if not low <= reduction <= high:
+                messages.append(
+                    f"reduction {reduction:g} is outside the range compressor {self.name!r} was validated on "
+                    f"({low:g} to {high:g})"
+                )
+        for message in messages:
+            if message not in self._warned:
+                self._warned.add(message)
+                warnings.warn(message, ValidationWarning, stacklevel=3)
+        return messages
+
+    def analysis_frontend(self, *, sr: int, hop_samples: int):
+        """The estimator's own front end at the user's rate and hop (window scaled with the rate)."""
+        from adares.frontend import MelFrontend
+
+        key = (sr, hop_samples, str(self.device))
+        if key not in self._analysis:
+            config = self.frontend_config
+            trained_sr = int(config["sr"])
+            win = max(1, round(config["win_samples"] * sr / trained_sr))
+            n_fft = max(int(config["n_fft"]) if sr == trained_sr else 1 << (win - 1).bit_length(), win)
+            frontend = MelFrontend(
+                preset=config["preset"],
+                sr=sr,
+                hop=hop_samples,
+                win=win,
+                n_fft=n_fft,
+                n_mels=int(config["n_mels"]),
+                fmin=float(config["fmin"]),
+                fmax=min(float(config["fmax"]), sr / 2),
+                log="ln",
+                eps=config["eps"],
+            )
+            self._analysis[key] = frontend.to(self.device)
+        return self._analysis[key]
+
+    @torch.inference_mode()
+    def estimate(self, log_mel: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Raw scores ``[B, T]`` in (0, 1] of an analysis log-mel ``[B, T, n_mels]``.
+
+        Long inputs are scored in blocks of :data:`BLOCK_FRAMES` with a margin of half the
+        receptive field, which gives exactly the scores of one call (the estimator is local and
+        its batch norm, in eval mode, is per frame).
+        """
+        frames = log_mel.shape[1]
+        if frames <= BLOCK_FRAMES:
+            return self.estimator(log_mel, lengths)
+        if lengths is not None and bool((lengths != frames).any()):
+            raise ParameterError("blockwise scoring takes full-length items; score long files one at a time")
+        margin = self.estimator.receptive_field // 2
+        out = log_mel.new_empty(log_mel.shape[0], frames)
+        for first in range(0, frames, BLOCK_FRAMES):
+            last = min(frames, first + BLOCK_FRAMES)
+            low, high = max(0, first - margin), min(frames, last + margin)
+            out[:, first:last] = self.estimator(log_mel[:, low:high])[:, first - low : last - low]
+        return out
+
+    @torch.inference_mode()
+    def raw_scores(self, samples: np.ndarray | Tensor, *, frontend) -> Tensor:
+        """Raw importance ``[T]`` of the fine frames ``frontend`` gives for ``samples``.
+
+        The estimator reads its own analysis (its trained front end at ``frontend``'s rate and
+        hop); for a front end whose frames are not centred (Kaldi), each frame takes the score of
+        the nearest centred analysis frame.
+
+        Parameters
+        ----------
+        samples : np.ndarray or torch.Tensor [shape=(N,)]
+            Mono audio at ``frontend.sr``.
+        frontend : adares.frontend.MelFrontend
+            The user's front end.
+
+        Returns
+        -------
+        torch.Tensor [shape=(T,)], float32
+        """
+        from adares.extractor import fine_power
+
+        self.check_settings(sr=frontend.sr, hop_samples=frontend.hop_samples, preset=frontend.preset)
+        waveform = samples.detach().cpu().numpy() if isinstance(samples, Tensor) else np.asarray(samples)
+        waveform = np.ascontiguousarray(waveform, dtype=np.float32)
+        analysis = self.analysis_frontend(sr=frontend.sr, hop_samples=frontend.hop_samples)
+        log_mel = analysis.compress(fine_power(analysis, waveform))
+        raw = self.estimate(log_mel[None].to(torch.float32))[0]
+        frames = frontend.num_frames(len(waveform))
+        if analysis.frame_offset_samples == frontend.frame_offset_samples and raw.shape[0] == frames:
+            return raw
+        shift = (frontend.frame_offset_samples - analysis.frame_offset_samples) / frontend.hop_samples
+        index = (torch.arange(frames, device=raw.device) + round(shift)).clamp(0, raw.shape[0] - 1)
+        return raw[index]
+
+    @torch.inference_mode()
+    def compress_power(
+        self,
+        power: Tensor,
+        waveform: Tensor,
+        *,
+        frontend,
+        lengths: Tensor | None = None,
+        reduction: float | None = None,
+    ):
+        """Batched merge of the user's linear mel power by the estimator's scores.
+
+        Parameters
+        ----------
+        power : torch.Tensor [shape=(B, T, F)]
+            Linear mel power from ``frontend`` (any ``F``).
+        waveform : torch.Tensor [shape=(B, N)]
+            The zero-padded audio it came from, at ``frontend.sr``.
+        frontend : adares.frontend.MelFrontend
+            The user's (centred) front end.
+        lengths : torch.Tensor [shape=(B,)], optional
+            Valid samples per item.
+        reduction : float, optional
+            ρ; default: the bundle's training reduction.
+
+        Returns
+        -------
+        adares.functional.merge.Compressed
+            ``power [B, R, F]`` merged, ``scores [B, T]``, ``lengths [B]`` output frames.
+        """
+        from adares.functional.merge import compress, output_lengths
+
+        rho = self.reduction if reduction is None else float(reduction)
+        self.check_settings(sr=frontend.sr, hop_samples=frontend.hop_samples, preset=frontend.preset, reduction=rho)
+        if not frontend.center:
+            raise ParameterError("compress_power needs a centred front end; use __call__ for Kaldi-style frames")
+        analysis = self.analysis_frontend(sr=frontend.sr, hop_samples=frontend.hop_samples)
+        log_mel, frames = analysis(waveform.to(self.device), lengths)
+        if log_mel.shape[1] != power.shape[1]:
+            raise ParameterError(f"power has {power.shape[1]} frames, the waveform gives {log_mel.shape[1]}")
+        raw = self.estimate(log_mel.to(torch.float32), frames)
+        counts = output_lengths(frames, reduction=rho).to(power.device)
+        return compress(power, raw.to(power.device), out_frames=counts, lengths=frames.to(power.device))
+
+    def __call__(self, waveform: np.ndarray | Tensor, sr: int, *, reduction: float | None = None, frontend=None):
+        """Variable-resolution features of one waveform.
+
+        Parameters
+        ----------
+        waveform : np.ndarray or torch.Tensor [shape=(N,)]
+            Mono audio at ``sr``.
+        sr : int
+            Its sampling rate.
+        reduction : float, optional
+            ρ; default: the bundle's training reduction.
+        frontend : adares.frontend.MelFrontend, optional
+            The output features' front end (any ``n_mels``, hop, log); default: the bundle's own
+            front end at ``sr``.
+
+        Returns
+        -------
+        adares.features.Features
+            Merged log-mel ``[T', F]``, spans ``[T', 2]`` in samples, scores ``[T]`` and ``meta``
+            (front-end settings, ``compressor`` name, ``compressor_sha256``, ``reduction``...).
+        """
+        from adares.extractor import MergingExtractor
+        from adares.frontend import MelFrontend
+
+        if isinstance(sr, bool) or not isinstance(sr, int) or sr <= 0:
+            raise ParameterError(f"sr must be a positive integer, got {sr!r}")
+        samples = waveform.detach().cpu().numpy() if isinstance(waveform, Tensor) else np.asarray(waveform)
+        if samples.ndim != 1:
+            raise ParameterError(f"waveform must be mono [N], got shape {samples.shape}")
+        if frontend is None:
+            trained_sr = int(self.frontend_config["sr"])
+            hop = max(1, round(int(self.frontend_config["hop_samples"]) * sr / trained_sr))
+            frontend = MelFrontend.from_config(self.analysis_frontend(sr=sr, hop_samples=hop).config())
+        elif frontend.sr != sr:
+            raise ParameterError(f"the front end runs at {frontend.sr} Hz, the waveform is at {sr} Hz")
+        rho = self.reduction if reduction is None else float(reduction)
+        self.check_settings(sr=sr, hop_samples=frontend.hop_samples, preset=frontend.preset, reduction=rho)
+        extractor = MergingExtractor(frontend.to(self.device), self.importance(), reduction=rho)
+        return extractor(np.ascontiguousarray(samples, dtype=np.float32))
+
+    def __repr__(self) -> str:
+        return f"Compressor(name={self.name!r}, sha256={self.sha256[:12]}..., reduction={self.reduction:g})"
+
+
+def _build_estimator(architecture: Any, *, where: str):
+    from adares.diffres import ImportanceEstimator
+
+    try:
+        if architecture.get("type") != "ImportanceEstimator":
+            raise ModelError(f"{where}: unknown estimator type {architecture.get('type')!r}")
+        return ImportanceEstimator(
+            int(architecture["n_mels"]),
+            kernel_size=int(architecture["kernel_size"]),
+            channels=[int(c) for c in architecture["channels"]],
+        )
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
+        raise ModelError(f"{where}: the card's estimator description is invalid ({error})") from None
+
+
+def export_bundle(
+    diffres: torch.nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    frontend: dict[str, Any],
+    reduction: float,
+    name: str | None = None,
+    description: str = "",
+    training: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+    validated: dict[str, Any] | None = None,
+) -> Compressor:
+    """Write the estimator of a trained :class:`~adares.diffres.DiffRes` as a bundle.
+
+    Parameters
+    ----------
+    diffres : adares.diffres.DiffRes or ImportanceEstimator
+        The trained module (its ``estimator`` is what ships).
+    path : str or os.PathLike
+        Bundle folder.
+    frontend : dict
+        The front end it was trained on: ``MelFrontend`` keyword arguments or its ``config()``.
+    reduction : float
+        Training reduction.
+    name, description, training, metrics, validated
+        Model-card fields.
+
+    Returns
+    -------
+    Compressor
+        The saved bundle, loaded.
+    """
+    import copy
+
+    from adares.frontend import MelFrontend
+
+    estimator = copy.deepcopy(getattr(diffres, "estimator", diffres)).cpu().eval()
+    config = frontend if "hop_samples" in frontend else MelFrontend(**frontend).config()
+    card = {
+        "name": name or Path(path).name,
+        "description": description,
+        "training": training or {},
+        "metrics": metrics or {},
+    }
+    if validated is not None:
+        card["validated"] = validated
+    compressor = Compressor(estimator, frontend=config, reduction=reduction, card=card)
+    compressor.save(path)
+    return Compressor.load(path)
