@@ -1,0 +1,258 @@
+"""Tests of compressor bundles: save/load, verification, inference, validation warnings."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from adares import compressor as compressor_module
+from adares.compressor import Compressor, ValidationWarning, export_bundle
+from adares.diffres import DiffRes, ImportanceEstimator
+from adares.errors import ModelError, ParameterError
+from adares.frontend import MelFrontend
+from adares.functional.merge import compress, output_lengths
+
+SR = 16000
+
+
+def _estimator(n_mels: int = 16) -> ImportanceEstimator:
+    torch.manual_seed(0)
+    estimator = ImportanceEstimator(n_mels, kernel_size=3, channels=[4, 2, 1])
+    # Non-trivial batch-norm statistics, so a wrong load shows.
+    for module in estimator.modules():
+        if isinstance(module, torch.nn.BatchNorm1d):
+            module.running_mean.uniform_(-1.0, 1.0)
+            module.running_var.uniform_(0.5, 2.0)
+    return estimator.eval()
+
+
+def _bundle(tmp_path, **kwargs) -> Compressor:
+    settings = {
+        "frontend": {"sr": SR, "hop": "5ms", "win": "25ms", "n_mels": 16},
+        "reduction": 0.5,
+        "name": "tiny",
+        "description": "a test bundle",
+        "training": {"data": "none"},
+        "metrics": {"accuracy": 0.5},
+        "validated": {"sr": [SR], "hop_samples": [40, 80, 160], "preset": ["librosa"], "reduction": [0.5, 0.75]},
+    }
+    settings.update(kwargs)
+    return export_bundle(_estimator(), tmp_path / "tiny", **settings)
+
+
+def _waveform(seconds: float = 0.6, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SR)) / SR
+    burst = (np.abs(t - seconds / 2) < 0.05).astype(np.float64)
+    return (0.01 * rng.standard_normal(len(t)) + 0.5 * burst * np.sin(2 * np.pi * 900 * t)).astype(np.float32)
+
+
+def test_round_trip_keeps_weights_card_and_digest(tmp_path):
+    saved = _bundle(tmp_path)
+    folder = tmp_path / "tiny"
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "weights.safetensors"]
+    card = json.loads((folder / "config.json").read_text())
+    assert card["format"] == "adares-compressor" and card["name"] == "tiny"
+    assert card["weights"]["sha256"] == saved.sha256
+    import hashlib
+
+    assert hashlib.sha256((folder / "weights.safetensors").read_bytes()).hexdigest() == saved.sha256
+    assert card["estimator"] == {
+        "type": "ImportanceEstimator",
+        "n_mels": 16,
+        "kernel_size": 3,
+        "channels": [4, 2, 1],
+        "receptive_field_frames": 13,
+    }
+    assert card["frontend"]["hop_samples"] == 80 and card["reduction"] == 0.5
+    assert card["metrics"] == {"accuracy": 0.5}
+    loaded = Compressor.load(folder)
+    reference = _estimator()
+    for name, tensor in reference.state_dict().items():
+        assert torch.equal(loaded.estimator.state_dict()[name], tensor), name
+    assert loaded.card == card and loaded.name == "tiny" and loaded.sha256 == saved.sha256
+
+
+def test_export_from_a_diffres_module(tmp_path):
+    module = DiffRes(16, reduction=0.75, kernel_size=3, channels=[2, 1])
+    bundle = export_bundle(module, tmp_path / "b", frontend={"sr": SR, "hop": "5ms", "n_mels": 16}, reduction=0.75)
+    assert bundle.card["estimator"]["channels"] == [2, 1]
+    assert bundle.reduction == 0.75
+
+
+def test_tampered_weights_are_refused(tmp_path):
+    _bundle(tmp_path)
+    weights = tmp_path / "tiny" / "weights.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-3] ^= 0x01  # one bit of one weight
+    weights.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="sha256 .* does not match"):
+        Compressor.load(tmp_path / "tiny")
+
+
+def test_truncated_weights_are_refused(tmp_path):
+    _bundle(tmp_path)
+    weights = tmp_path / "tiny" / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ModelError, match="corrupt or were modified"):
+        Compressor.load(tmp_path / "tiny")
+
+
+def _rewrite_weights(folder, data: bytes) -> None:
+    """Replace the weights and update the digest, as an attacker who edits both files would."""
+    import hashlib
+
+    (folder / "weights.safetensors").write_bytes(data)
+    card = json.loads((folder / "config.json").read_text())
+    card["weights"]["sha256"] = hashlib.sha256(data).hexdigest()
+    (folder / "config.json").write_text(json.dumps(card))
+
+
+def test_pickled_weights_are_never_unpickled(tmp_path):
+    _bundle(tmp_path)
+
+    class Boom:
+        def __reduce__(self):
+            return (exec, ("raise SystemExit('unpickled!')",))
+
+    _rewrite_weights(tmp_path / "tiny", pickle.dumps({"blocks.0.conv1.weight": Boom()}))
+    with pytest.raises(ModelError, match="not a readable safetensors"):
+        Compressor.load(tmp_path / "tiny")
+
+
+def test_weights_of_another_architecture_are_refused(tmp_path):
+    _bundle(tmp_path)
+    from safetensors.torch import save
+
+    other = ImportanceEstimator(16, kernel_size=3, channels=[8, 1])
+    _rewrite_weights(tmp_path / "tiny", save(other.state_dict()))
+    with pytest.raises(ModelError, match="do not fit"):
+        Compressor.load(tmp_path / "tiny")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda folder: (folder / "config.json").write_text("{not json"), "not valid JSON"),
+        (lambda folder: (folder / "config.json").unlink(), "config.json is missing"),
+        (lambda folder: (folder / "weights.safetensors").unlink(), "missing"),
+        (lambda folder: (folder / "config.json").write_text('{"format": "other"}'), "not an adares compressor"),
+    ],
+)
+def test_broken_bundles_are_refused(tmp_path, edit, message):
+    _bundle(tmp_path)
+    edit(tmp_path / "tiny")
+    with pytest.raises(ModelError, match=message):
+        Compressor.load(tmp_path / "tiny")
+
+
+def test_missing_folder_and_unknown_pretrained_name(tmp_path):
+    with pytest.raises(ModelError, match="no such compressor"):
+        Compressor.load(tmp_path / "nowhere")
+    with pytest.raises(ModelError, match="no pretrained compressor named 'nope'"):
+        Compressor.from_pretrained("nope")
+    assert not Compressor.is_pretrained_name("nope")
+    assert not Compressor.is_pretrained_name("a/default")
+
+
+def test_features_of_a_waveform(tmp_path):
+    bundle = _bundle(tmp_path)
+    samples = _waveform()
+    features = bundle(samples, SR)
+    frames = 1 + len(samples) // 80
+    out_frames = int(output_lengths(torch.tensor([frames]), reduction=0.5)[0])
+    assert features.mel.shape == (out_frames, 16)
+    assert features.scores.shape == (frames,)
+    assert features.scores.sum() == pytest.approx(out_frames, rel=1e-5)
+    assert features.spans[0, 0] == 0 and features.spans[-1, 1] == len(samples)
+    assert np.all(features.spans[1:, 0] == features.spans[:-1, 1])
+    assert np.all(features.spans[:, 1] > features.spans[:, 0])
+    assert features.meta["compressor"] == "tiny"
+    assert features.meta["compressor_sha256"] == bundle.sha256
+    assert features.meta["reduction"] == 0.5
+    assert features.meta["num_samples"] == len(samples)
+    # Another reduction on the same bundle.
+    assert bundle(samples, SR, reduction=0.75).mel.shape[0] == int(output_lengths(frames, reduction=0.75))
+
+
+def test_merge_applies_to_any_user_front_end(tmp_path):
+    bundle = _bundle(tmp_path)
+    samples = _waveform()
+    user = MelFrontend(sr=SR, hop="5ms", n_mels=40, log="db")
+    features = bundle(samples, SR, frontend=user)
+    # Reference: the estimator on its own 16-mel analysis, merging the user's 40-mel power.
+    analysis = MelFrontend(sr=SR, hop="5ms", win="25ms", n_mels=16)
+    with torch.no_grad():
+        raw = bundle.estimator(analysis(torch.from_numpy(samples))[0])
+        power, frames = user.power(torch.from_numpy(samples))
+        merged = compress(power, raw, out_frames=output_lengths(frames, reduction=0.5))
+    np.testing.assert_allclose(features.mel, user.compress(merged.power[0]).numpy(), rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(features.scores, merged.scores[0].numpy(), rtol=1e-5, atol=1e-6)
+    assert features.meta["n_mels"] == 40
+
+
+def test_compress_power_batch_matches_single_calls(tmp_path):
+    bundle = _bundle(tmp_path)
+    user = MelFrontend(sr=SR, hop="5ms", n_mels=24)
+    clips = [_waveform(0.6, seed=1), _waveform(0.35, seed=2)]
+    lengths = torch.tensor([len(c) for c in clips])
+    batch = torch.zeros(2, int(lengths.max()))
+    for item, clip in enumerate(clips):
+        batch[item, : len(clip)] = torch.from_numpy(clip)
+    power, _ = user.power(batch, lengths)
+    merged = bundle.compress_power(power, batch, frontend=user, lengths=lengths, reduction=0.75)
+    for item, clip in enumerate(clips):
+        alone = bundle(clip, SR, frontend=user, reduction=0.75)
+        count = int(merged.lengths[item])
+        assert count == alone.mel.shape[0]
+        np.testing.assert_allclose(
+            user.compress(merged.power[item, :count]).numpy(), alone.mel, rtol=1e-4, atol=1e-4
+        )
+
+
+def test_blockwise_scoring_equals_one_call(tmp_path, monkeypatch):
+    bundle = _bundle(tmp_path)
+    log_mel = torch.randn(1, 300, 16) - 4.0
+    whole = bundle.estimate(log_mel)
+    monkeypatch.setattr(compressor_module, "BLOCK_FRAMES", 37)
+    torch.testing.assert_close(bundle.estimate(log_mel), whole, rtol=1e-5, atol=1e-6)
+
+
+def test_settings_outside_validation_warn_once_naming_the_setting(tmp_path):
+    bundle = _bundle(tmp_path)
+    samples = _waveform(0.3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bundle(samples, SR, frontend=MelFrontend(sr=SR, hop="2.5ms", n_mels=16))  # validated: no warning
+    with pytest.warns(ValidationWarning, match=r"hop 20 ms \(320 samples\)"):
+        bundle(samples, SR, frontend=MelFrontend(sr=SR, hop="20ms", n_mels=16))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        bundle(samples, SR, frontend=MelFrontend(sr=SR, hop="20ms", n_mels=16))  # said once
+    with pytest.warns(ValidationWarning, match="reduction 0.9"):
+        bundle(samples, SR, reduction=0.9)
+    with pytest.warns(ValidationWarning, match="sampling rate 8000 Hz"):
+        bundle(samples[::2].copy(), 8000)
+
+
+def test_kaldi_frames_get_the_nearest_centred_score(tmp_path):
+    bundle = _bundle(tmp_path)
+    samples = _waveform(0.5)
+    kaldi = MelFrontend(sr=SR, hop="5ms", win="25ms", n_mels=16, preset="kaldi")
+    with pytest.warns(ValidationWarning, match="preset 'kaldi'"):
+        features = bundle(samples, SR, frontend=kaldi)
+    assert features.scores.shape == (kaldi.num_frames(len(samples)),)
+    assert features.spans[-1, 1] == len(samples)
+
+
+def test_bad_call_arguments(tmp_path):
+    bundle = _bundle(tmp_path)
+    with pytest.raises(ParameterError, match="mono"):
+        bundle(np.zeros((2, 800), dtype=np.float32), SR)
+    with pytest.raises(ParameterError, match="runs at 16000 Hz"):
+        bundle(np.zeros(800, dtype=np.float32), 8000, frontend=MelFrontend(sr=SR, n_mels=16))
