@@ -15,6 +15,7 @@ from adares.errors import AdaresError
 
 from .extract import extract_command
 from .inspect import inspect_command
+from .models import models_command
 from .train import train_command
 
 
@@ -45,3 +46,4 @@ def main() -> None:
 main.add_command(extract_command)
 main.add_command(inspect_command)
 main.add_command(train_command)
+main.add_command(models_command)

@@ -256,3 +256,21 @@ def test_bad_call_arguments(tmp_path):
         bundle(np.zeros((2, 800), dtype=np.float32), SR)
     with pytest.raises(ParameterError, match="runs at 16000 Hz"):
         bundle(np.zeros(800, dtype=np.float32), 8000, frontend=MelFrontend(sr=SR, n_mels=16))
+
+
+def test_models_command_shows_a_bundle_card(tmp_path):
+    from click.testing import CliRunner
+
+    from adares.cli.main import main
+
+    bundle = _bundle(tmp_path)
+    result = CliRunner().invoke(main, ["models", str(tmp_path / "tiny")])
+    assert result.exit_code == 0, result.output
+    assert "tiny" in result.output and bundle.sha256[:16] in result.output
+    assert "hops 2.5 ms, 5 ms, 10 ms" in result.output
+    result = CliRunner().invoke(main, ["models", str(tmp_path / "tiny"), "--json"])
+    assert result.exit_code == 0
+    assert json.loads(result.output)["weights"]["sha256"] == bundle.sha256
+    (tmp_path / "tiny" / "weights.safetensors").write_bytes(b"tampered")
+    result = CliRunner().invoke(main, ["models", str(tmp_path / "tiny")])
+    assert result.exit_code == 2 and "sha256" in result.output

@@ -1,0 +1,73 @@
+"""``adares models``: the compressor bundles shipped with adares, with their model cards."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import click
+
+
+def _hop_ms(samples: int, sr: int) -> str:
+    return f"{float(Fraction(samples, sr) * 1000):g} ms"
+
+
+def _summary(card: dict) -> list[str]:
+    frontend = card.get("frontend", {})
+    sr = int(frontend.get("sr", 16000))
+    validated = card.get("validated", {})
+    estimator = card.get("estimator", {})
+    weights = card.get("weights", {})
+    lines = [
+        f"{card.get('name', '?')}  (sha256 {weights.get('sha256', '?')[:16]}…, "
+        f"{weights.get('parameters', '?')} parameters)",
+    ]
+    if card.get("description"):
+        lines.append(f"  {card['description']}")
+    lines += [
+        f"  front end   : {frontend.get('preset')} {sr} Hz, hop {_hop_ms(frontend.get('hop_samples', 0), sr)}, "
+        f"window {frontend.get('win_samples')} samples, {frontend.get('n_mels')} mels",
+        f"  estimator   : {estimator.get('type')} channels {estimator.get('channels')}, kernel "
+        f"{estimator.get('kernel_size')}, receptive field {estimator.get('receptive_field_frames')} frames",
+        f"  trained at  : reduction {card.get('reduction')}",
+    ]
+    if validated:
+        hops = ", ".join(_hop_ms(h, sr) for h in validated.get("hop_samples", []))
+        lines.append(
+            f"  validated   : sr {validated.get('sr')}, hops {hops}, reductions {validated.get('reduction')}, "
+            f"presets {validated.get('preset')}"
+        )
+    tasks = card.get("training", {}).get("tasks")
+    if tasks:
+        lines.append(f"  trained on  : {', '.join(tasks)}")
+    for key, value in card.get("metrics", {}).items():
+        lines.append(f"  {key:<12}: {json.dumps(value)}")
+    return lines
+
+
+@click.command("models")
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="Print the full model card(s) as JSON.")
+def models_command(name: str | None, as_json: bool) -> None:
+    """List the compressor bundles adares ships, or show the model card of NAME (a name or a folder)."""
+    from adares.compressor import Compressor
+
+    if name is None:
+        names = Compressor.available()
+        if not names:
+            click.echo("no compressor bundles installed")
+            return
+        bundles = [Compressor.from_pretrained(n) for n in names]
+    elif Compressor.is_pretrained_name(name):
+        bundles = [Compressor.from_pretrained(name)]
+    else:
+        bundles = [Compressor.load(Path(name))]
+    if as_json:
+        cards = [b.card for b in bundles]
+        click.echo(json.dumps(cards[0] if name else cards, indent=2))
+        return
+    for index, bundle in enumerate(bundles):
+        if index:
+            click.echo("")
+        click.echo("\n".join(_summary(bundle.card)))
