@@ -31,3 +31,15 @@ lint: $(STAMP)
 
 clean:
 	rm -rf demo-out .pytest_cache .hypothesis
+
+# Benchmarks: each writes benchmarks/results/<name>.json and its section of benchmarks/RESULTS.md.
+bench-frontend: $(STAMP)
+	$(PY) benchmarks/bench_frontend.py
+
+bench-diffres: $(STAMP)
+	$(PY) benchmarks/bench_diffres.py
+
+bench-extract: $(STAMP)
+	$(PY) benchmarks/bench_extract.py --models none,flux --dask
+
+bench: bench-frontend bench-diffres bench-extract bench-accuracy
