@@ -26,6 +26,16 @@ from adares.functional.merge import (
     spans,
 )
 
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tensors here are tiny: on a shared machine, intra-op threads only add wake-up latency."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # --------------------------------------------------------------------------------------------
 # references: one item at a time, float64, loops and dense matrices
 
