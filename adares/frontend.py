@@ -39,6 +39,21 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eps": 1e-6,
         "eps_mode": "add",
     },
+    # torchaudio.transforms.MelSpectrogram's defaults (power 2): centred frames with reflect
+    # padding, periodic Hann window, HTK mel scale without norm; then ln(P + 1e-6).
+    "torchaudio": {
+        "center": True,
+        "pad_mode": "reflect",
+        "window": "hann",
+        "mel_scale": "htk",
+        "mel_norm": None,
+        "preemphasis": 0.0,
+        "remove_dc_offset": False,
+        "fmin": 0.0,
+        "n_mels": 128,
+        "eps": 1e-6,
+        "eps_mode": "add",
+    },
     # kaldi-native-fbank's OnlineFbank with its defaults and dither=0: snip edges, DC removal,
     # pre-emphasis 0.97, povey window, triangles on Kaldi's mel scale from 20 Hz, no
     # normalisation, ln(max(P, FLT_EPSILON)). 80 bands by default: Kaldi's mel scale leaves low
@@ -88,8 +103,8 @@ class MelFrontend(nn.Module):
     win : str or int
         Analysis window length, same forms as ``hop``.
     n_fft : int, optional
-        FFT size, at least the window length. Default: the smallest power of two not below the
-        window (512 for 25 ms at 16 kHz; Kaldi's ``round_to_power_of_two``).
+        FFT size, even and at least the window length. Default: the smallest power of two not
+        below the window (512 for 25 ms at 16 kHz; Kaldi's ``round_to_power_of_two``).
     n_mels : int, optional
         Number of mel bands. Default: the preset's (128 for ``librosa``, 80 for ``kaldi``).
     fmin : float, optional
@@ -103,13 +118,17 @@ class MelFrontend(nn.Module):
     eps : float, optional
         Offset / floor of the natural log. Default: the preset's (1e-6 for ``librosa``,
         ``FLT_EPSILON`` for ``kaldi``).
-    preset : {"librosa", "kaldi"}
+    preset : {"librosa", "torchaudio", "kaldi"}
         ``"librosa"``: centred frames (``T = 1 + N // hop``, zero padding), periodic Hann window
         centred in the FFT frame, Slaney mel scale and norm; equal to
         ``librosa.feature.melspectrogram(..., center=True, pad_mode="constant")``.
+        ``"torchaudio"``: ``torchaudio.transforms.MelSpectrogram``'s defaults: the same framing
+        with reflect padding (inputs need more than ``n_fft // 2`` samples), HTK mel scale,
+        no norm.
         ``"kaldi"``: kaldi-native-fbank's ``OnlineFbank`` with ``dither=0``: frames that fit in
         the signal (``T = 1 + (N - win) // hop``), DC removal, pre-emphasis 0.97, povey window,
         Kaldi mel triangles without norm. The waveform is used as given (no 16-bit rescaling).
+        Every value a preset fixes is recorded by :meth:`config`.
 
     Attributes
     ----------
@@ -129,6 +148,8 @@ class MelFrontend(nn.Module):
 
     Notes
     -----
+    Long signals are processed a chunk of frames at a time (see
+    :func:`adares.functional.mel.mel_power`), so memory grows with the output only.
     The window and the filterbank are (non-persistent) buffers, so ``.to(device)`` and
     ``.double()`` move and cast the computation; inputs follow the module's device and dtype.
     Everything is differentiable with respect to the waveform.
@@ -162,10 +183,11 @@ class MelFrontend(nn.Module):
         self.hop_samples = to_samples(hop, sr=sr, name="hop")
         self.win_samples = to_samples(win, sr=sr, name="window")
         if n_fft is None:
-            n_fft = 1 << (self.win_samples - 1).bit_length()
-        if isinstance(n_fft, bool) or not isinstance(n_fft, int) or n_fft < self.win_samples:
+            n_fft = max(2, 1 << (self.win_samples - 1).bit_length())
+        # even only: with an odd n_fft librosa's centred frame count is 1 + (N - 1) // hop
+        if isinstance(n_fft, bool) or not isinstance(n_fft, int) or n_fft < self.win_samples or n_fft % 2:
             raise ParameterError(
-                f"n_fft must be an integer >= the window length ({self.win_samples} samples), got {n_fft!r}"
+                f"n_fft must be an even integer >= the window length ({self.win_samples} samples), got {n_fft!r}"
             )
         self.n_fft = n_fft
         self.n_mels = spec["n_mels"] if n_mels is None else n_mels
@@ -351,6 +373,8 @@ class MelFrontend(nn.Module):
                 hop_samples=self.hop_samples,
                 window=self.window,
                 center=True,
+                pad_mode=self.pad_mode,  # type: ignore[arg-type]
+                lengths=lengths_t,
                 blocks=self._blocks,
             )
         else:
@@ -435,7 +459,7 @@ class MelFrontend(nn.Module):
             raise ParameterError("waveform contains NaN or infinite samples")
         batch, n = x.shape
         if lengths is None:
-            if not self.center and n < self.win_samples:
+            if n < self._min_samples:
                 raise ParameterError(self._too_short(n))
             return x, None
 
@@ -450,16 +474,25 @@ class MelFrontend(nn.Module):
         low, high = int(lengths_t.min()), int(lengths_t.max())
         if low < 0 or high > n:
             raise ParameterError(f"lengths must lie in [0, {n}] (the padded length), got {low}..{high}")
-        if not self.center and low < self.win_samples:
-            item = int((lengths_t < self.win_samples).nonzero()[0, 0])
+        if low < self._min_samples:
+            item = int((lengths_t < self._min_samples).nonzero()[0, 0])
             raise ParameterError(f"batch item {item}: " + self._too_short(int(lengths_t[item])))
-        if low < n:
-            absent = torch.arange(n, device=x.device) >= lengths_t[:, None]
-            x = x.masked_fill(absent, 0.0)
+        # Samples past each length are zeroed (or reflected at the item's own end) inside the
+        # functional code, so every item gets exactly the frames it would get alone.
         return x, lengths_t
 
+    @property
+    def _min_samples(self) -> int:
+        """Shortest signal the preset can frame."""
+        if not self.center:
+            return self.win_samples  # only frames that fit entirely
+        if self.pad_mode == "reflect":
+            return self.n_fft // 2 + 1  # a reflection needs more samples than it mirrors
+        return 0
+
     def _too_short(self, n: int) -> str:
-        return (
-            f"input of {n} samples is shorter than one window ({self.win_samples} samples); "
-            f"the {self.preset!r} preset only uses frames that fit entirely in the signal"
-        )
+        if not self.center:
+            least = f"one window ({self.win_samples} samples): the {self.preset!r} preset only uses frames that fit"
+        else:
+            least = f"{self._min_samples} samples, the least that reflect padding by n_fft // 2 can mirror"
+        return f"input of {n} samples is shorter than {least}"

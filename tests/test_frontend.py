@@ -26,8 +26,13 @@ def _signal(n: int, sr: int, *, seed: int = 0) -> np.ndarray:
     return 0.1 * rng.standard_normal(n) + chirp
 
 
-def _librosa_power(y: np.ndarray, fe: MelFrontend) -> np.ndarray:
-    """The reference: librosa's mel power with the front end's settings, [T, n_mels]."""
+def _librosa_power(y: np.ndarray, fe: MelFrontend, *, torchaudio: bool = False) -> np.ndarray:
+    """The reference: librosa's mel power with the front end's settings, [T, n_mels].
+
+    ``torchaudio=True`` gives torchaudio.transforms.MelSpectrogram's defaults in librosa's terms
+    (reflect padding, HTK mel points, triangles without norm): torchaudio builds the same
+    triangles in Hz between HTK mel points as librosa does.
+    """
     return librosa.feature.melspectrogram(
         y=y,
         sr=fe.sr,
@@ -36,13 +41,13 @@ def _librosa_power(y: np.ndarray, fe: MelFrontend) -> np.ndarray:
         win_length=fe.win_samples,
         window="hann",
         center=True,
-        pad_mode="constant",
+        pad_mode="reflect" if torchaudio else "constant",
         power=2.0,
         n_mels=fe.n_mels,
         fmin=fe.fmin,
         fmax=fe.fmax,
-        htk=False,
-        norm="slaney",
+        htk=torchaudio,
+        norm=None if torchaudio else "slaney",
     ).T
 
 
@@ -73,6 +78,28 @@ def test_power_matches_librosa(hop, sr, n_mels):
     assert power.dtype == torch.float32
     assert frames.tolist() == [expected.shape[0]] == [fe.num_frames(y.size)]
     np.testing.assert_allclose(power[0].numpy(), expected, rtol=RTOL, atol=ATOL_FRACTION_OF_MAX * expected.max())
+
+
+@pytest.mark.parametrize(
+    "sr, hop, win, n_mels", [(16000, "5ms", "25ms", 80), (22050, 441, "40ms", 64), (48000, "2.5ms", "20ms", 96)]
+)
+def test_torchaudio_preset_matches_its_definition(sr, hop, win, n_mels):
+    fe = MelFrontend(sr=sr, hop=hop, win=win, n_mels=n_mels, log="none", preset="torchaudio")
+    y = _signal(sr // 2, sr, seed=11)
+    expected = _librosa_power(y, fe, torchaudio=True)
+    power, frames = fe.power(torch.from_numpy(y).float())
+    assert power.shape == (1, *expected.shape)
+    assert frames.tolist() == [expected.shape[0]] == [fe.num_frames(y.size)]
+    np.testing.assert_allclose(power[0].numpy(), expected, rtol=RTOL, atol=ATOL_FRACTION_OF_MAX * expected.max())
+
+
+def test_torchaudio_preset_rejects_input_too_short_to_reflect():
+    fe = MelFrontend(preset="torchaudio", n_mels=64)
+    assert fe(torch.zeros(257))[0].shape == (1, 4, 64)
+    with pytest.raises(ParameterError, match="reflect padding"):
+        fe(torch.zeros(256))
+    with pytest.raises(ParameterError, match="batch item 0"):
+        fe(torch.zeros(2, 1000), lengths=[100, 1000])
 
 
 def test_default_configuration_is_the_design_default():
@@ -149,14 +176,14 @@ def test_kaldi_preset_rejects_input_shorter_than_a_window():
         fe(torch.zeros(2, 1000), lengths=[1000, 300])
 
 
-@pytest.mark.parametrize("preset", ["librosa", "kaldi"])
+@pytest.mark.parametrize("preset", ["librosa", "torchaudio", "kaldi"])
 @pytest.mark.parametrize("log", ["ln", "db"])
 def test_padded_batch_equals_items_alone(preset, log):
     lengths = [8000, 5333, 401, 7999]
     n = max(lengths)
     rng = np.random.default_rng(7)
     batch = rng.uniform(-1, 1, size=(len(lengths), n)).astype(np.float32)  # garbage past each length
-    fe = MelFrontend(preset=preset, log=log)
+    fe = MelFrontend(preset=preset, log=log, n_mels=64)
     features, frames = fe(torch.from_numpy(batch), lengths=torch.tensor(lengths))
     power, _ = fe.power(torch.from_numpy(batch), lengths=torch.tensor(lengths))
     assert features.shape == (len(lengths), fe.num_frames(n), fe.n_mels)
@@ -244,6 +271,7 @@ def test_bad_input_raises_parameter_error(waveform, lengths, match):
         ({"fmin": 5000.0, "fmax": 4000.0}, "below fmax"),
         ({"n_mels": 0}, "n_mels"),
         ({"n_fft": 256}, "n_fft"),
+        ({"n_fft": 511}, "even"),
         ({"hop": "3.3ms"}, "52 samples"),
         ({"win": "0ms"}, "positive"),
         ({"sr": 0}, "sampling rate"),
@@ -261,6 +289,7 @@ def test_bad_configuration_raises_parameter_error(kwargs, match):
     [
         {},
         {"preset": "kaldi", "hop": "10ms"},
+        {"preset": "torchaudio", "n_mels": 40, "fmax": 7600.0},
         {"sr": 48000, "hop": "2.5ms", "win": "20ms", "n_mels": 64, "fmin": 50.0, "fmax": 20000.0, "log": "db"},
         {"n_fft": 1024, "log": "none", "eps": 1e-3},
     ],
@@ -310,9 +339,9 @@ def test_from_config_rejects_foreign_configs(change, match):
         MelFrontend.from_config(incomplete)
 
 
-@pytest.mark.parametrize("preset", ["librosa", "kaldi"])
+@pytest.mark.parametrize("preset", ["librosa", "torchaudio", "kaldi"])
 def test_num_frames_matches_output(preset):
-    fe = MelFrontend(preset=preset)
+    fe = MelFrontend(preset=preset, n_mels=64)
     for n in (400, 401, 479, 480, 481, 1600, 2001):
         features, frames = fe(torch.zeros(n))
         assert features.shape[1] == frames.item() == fe.num_frames(n)

@@ -137,15 +137,17 @@ def test_povey_window_equals_kaldi_native_fbank():
 # power spectrograms
 
 
-def _reference_power(y: np.ndarray, *, n_fft: int, hop: int, window: np.ndarray, center: bool) -> np.ndarray:
+def _reference_power(
+    y: np.ndarray, *, n_fft: int, hop: int, window: np.ndarray, center: bool, pad_mode: str = "constant"
+) -> np.ndarray:
     """Frame by frame, the obvious way: pad, cut, window, FFT, square."""
     win = window.size
     if center:
         padded_window = np.zeros(n_fft)
         start = (n_fft - win) // 2
         padded_window[start : start + win] = window
-        padded = np.pad(y, n_fft // 2)
-        count = 1 + y.size // hop
+        padded = np.pad(y, n_fft // 2, mode=pad_mode)
+        count = 1 + (padded.size - n_fft) // hop  # every whole frame of the padded signal
         frames = [padded[t * hop : t * hop + n_fft] * padded_window for t in range(count)]
     else:
         count = max(0, 1 + (y.size - win) // hop)
@@ -155,14 +157,22 @@ def _reference_power(y: np.ndarray, *, n_fft: int, hop: int, window: np.ndarray,
     return np.abs(np.fft.rfft(np.stack(frames), axis=-1)) ** 2
 
 
-@pytest.mark.parametrize("center", [True, False])
-@pytest.mark.parametrize("n_fft, win, hop", [(512, 400, 80), (256, 256, 40), (1024, 882, 441), (255, 200, 33)])
-def test_power_spectrogram_matches_frame_loop(center, n_fft, win, hop):
-    y = _signal(4000, 16000)
+@pytest.mark.parametrize("center, pad_mode", [(True, "constant"), (True, "reflect"), (False, "constant")])
+@pytest.mark.parametrize(
+    "n, n_fft, win, hop",
+    [(4000, 512, 400, 80), (4000, 256, 256, 40), (4000, 1024, 882, 441), (4000, 255, 200, 33), (3993, 255, 200, 33)],
+)
+def test_power_spectrogram_matches_frame_loop(center, pad_mode, n, n_fft, win, hop):
+    y = _signal(n, 16000)
     window = np.hanning(win + 1)[:-1]
-    expected = _reference_power(y, n_fft=n_fft, hop=hop, window=window, center=center)
+    expected = _reference_power(y, n_fft=n_fft, hop=hop, window=window, center=center, pad_mode=pad_mode)
     got = fmel.power_spectrogram(
-        torch.from_numpy(y), n_fft=n_fft, hop_samples=hop, window=torch.from_numpy(window), center=center
+        torch.from_numpy(y),
+        n_fft=n_fft,
+        hop_samples=hop,
+        window=torch.from_numpy(window),
+        center=center,
+        pad_mode=pad_mode,
     )
     assert got.shape == expected.shape
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-9, atol=1e-12 * expected.max())
@@ -175,6 +185,43 @@ def test_power_spectrogram_keeps_leading_dimensions():
     assert got.shape == (2, 3, 1 + 3000 // 80, 257)
     single = fmel.power_spectrogram(y[1, 2], n_fft=512, hop_samples=80, window=window)
     torch.testing.assert_close(got[1, 2], single)
+
+
+@pytest.mark.parametrize("pad_mode", ["constant", "reflect"])
+def test_power_spectrogram_treats_samples_past_lengths_as_absent(pad_mode):
+    lengths = [3000, 1234, 2999, 257]
+    batch = np.random.default_rng(5).uniform(-1, 1, size=(len(lengths), 3000))  # garbage past each length
+    window = torch.hann_window(400, dtype=torch.float64)
+    got = fmel.power_spectrogram(
+        torch.from_numpy(batch),
+        n_fft=512,
+        hop_samples=80,
+        window=window,
+        pad_mode=pad_mode,
+        lengths=torch.tensor(lengths),
+    )
+    for i, length in enumerate(lengths):
+        expected = _reference_power(
+            batch[i, :length], n_fft=512, hop=80, window=window.numpy(), center=True, pad_mode=pad_mode
+        )
+        np.testing.assert_allclose(got[i, : len(expected)].numpy(), expected, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"pad_mode": "edge"}, "pad_mode"),
+        ({"pad_mode": "reflect", "waveform": torch.zeros(2, 256)}, "reflect padding needs"),
+        ({"pad_mode": "reflect", "lengths": torch.tensor([1000, 256])}, "reflect padding needs"),
+        ({"lengths": torch.tensor([1000])}, "shape"),
+        ({"lengths": torch.tensor([1000, 1001])}, r"\[0, 1000\]"),
+        ({"lengths": torch.tensor([1000.0, 10.0])}, "integer"),
+    ],
+)
+def test_centred_padding_rejects_bad_arguments(kwargs, match):
+    args = {"waveform": torch.zeros(2, 1000), "n_fft": 512, "hop_samples": 80, "window": torch.hann_window(400)}
+    with pytest.raises(ParameterError, match=match):
+        fmel.power_spectrogram(**(args | kwargs))
 
 
 def test_power_spectrogram_is_differentiable():

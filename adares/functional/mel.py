@@ -5,16 +5,19 @@ live on; :class:`adares.frontend.MelFrontend` is a thin module over these functi
 
 Two families of conventions are covered:
 
-* librosa's (``librosa.feature.melspectrogram`` with ``center=True, pad_mode="constant"``): a
-  window zero-padded to ``n_fft`` and centred in it, centred frames, triangular filters in Hz
-  between points evenly spaced on the Slaney or HTK mel scale (:func:`mel_filterbank`);
+* librosa's (``librosa.feature.melspectrogram`` with ``center=True``) and torchaudio's: a
+  window zero-padded to ``n_fft`` and centred in it, centred frames with zero or reflect
+  padding, triangular filters in Hz between points evenly spaced on the Slaney or HTK mel scale
+  (:func:`power_spectrogram`, :func:`mel_filterbank`);
 * Kaldi's ``compute-fbank-feats`` (as reimplemented by ``kaldi-native-fbank``): frames that fit
   entirely in the signal ("snip edges"), per-frame DC removal and pre-emphasis, the Povey window,
   triangles that are linear on the ``1127 ln(1 + f/700)`` mel scale
   (:func:`kaldi_power_spectrogram`, :func:`povey_window`, :func:`kaldi_mel_filterbank`).
 
-Shapes are time-major: a power spectrogram is ``[..., T, n_fft // 2 + 1]`` and a mel spectrogram
-``[..., T, n_mels]``.
+:func:`mel_power` and :func:`kaldi_mel_power` combine framing, FFT and a banded mel projection
+(:func:`filterbank_blocks`, :func:`apply_filterbank`) a chunk of frames at a time; they are
+what the front end runs. Shapes are time-major: a power spectrogram is
+``[..., T, n_fft // 2 + 1]`` and a mel spectrogram ``[..., T, n_mels]``.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ __all__ = [
 MelScale = Literal["slaney", "htk", "kaldi"]
 LogMode = Literal["ln", "db", "none"]
 EpsMode = Literal["add", "clamp"]
+PadMode = Literal["constant", "reflect"]
 
 FilterbankBlock = tuple[int, int, int, int]
 """``(bin_start, bin_stop, mel_start, mel_stop)``: mel bands ``[mel_start, mel_stop)`` read only
@@ -357,7 +361,16 @@ def _check_framing(waveform: Tensor, *, n_fft: int, hop_samples: int, window: Te
         raise ParameterError(f"n_fft must be an integer >= the window length {window.numel()}, got {n_fft!r}")
 
 
-def power_spectrogram(waveform: Tensor, *, n_fft: int, hop_samples: int, window: Tensor, center: bool = True) -> Tensor:
+def power_spectrogram(
+    waveform: Tensor,
+    *,
+    n_fft: int,
+    hop_samples: int,
+    window: Tensor,
+    center: bool = True,
+    pad_mode: PadMode = "constant",
+    lengths: Tensor | None = None,
+) -> Tensor:
     """Power spectrogram ``|STFT|**2``, time-major, with librosa's framing.
 
     Parameters
@@ -374,10 +387,18 @@ def power_spectrogram(waveform: Tensor, *, n_fft: int, hop_samples: int, window:
         not depend on where the padding goes.
     center : bool
         ``True``: frame ``t`` is centred on sample ``t * hop_samples``, the signal is padded with
-        ``n_fft // 2`` zeros at both ends and ``T = 1 + N // hop_samples`` (librosa with
-        ``center=True, pad_mode="constant"``). ``False``: frame ``t`` covers samples
-        ``[t * hop, t * hop + win_samples)`` and must fit in the signal,
-        ``T = 1 + (N - win_samples) // hop_samples`` (0 when the signal is shorter).
+        ``n_fft // 2`` samples at both ends and ``T = 1 + N // hop_samples`` for even ``n_fft``
+        (librosa with ``center=True``; ``1 + (N - 1) // hop_samples`` for odd ``n_fft``, as
+        librosa). ``False``: frame ``t`` covers samples ``[t * hop, t * hop + win_samples)``
+        and must fit in the signal, ``T = 1 + (N - win_samples) // hop_samples`` (0 when the
+        signal is shorter).
+    pad_mode : {"constant", "reflect"}
+        Centred frames only: zeros (librosa's ``pad_mode="constant"``) or the signal mirrored
+        at its ends without repeating the edge sample (``"reflect"``, torch.stft's default).
+    lengths : Tensor [shape=(B,)], int, optional
+        Centred frames of a ``[B, N]`` batch only: valid samples per item. Samples past an
+        item's length are absent (zero, or the reflection starts at the item's own end), so
+        every frame that item has alone comes out the same; later frames are meaningless.
 
     Returns
     -------
@@ -387,11 +408,14 @@ def power_spectrogram(waveform: Tensor, *, n_fft: int, hop_samples: int, window:
     Raises
     ------
     ParameterError
-        On a non-floating waveform, a window longer than ``n_fft`` or a non-positive hop.
+        On a non-floating waveform, a window longer than ``n_fft``, a non-positive hop, bad
+    ``lengths``, or a signal too short to reflect.
     """
     _check_framing(waveform, n_fft=n_fft, hop_samples=hop_samples, window=window)
     flat = waveform.reshape(-1, waveform.shape[-1])
-    count, power_of = _librosa_frames(flat, n_fft=n_fft, hop_samples=hop_samples, window=window, center=center)
+    count, power_of = _librosa_frames(
+        flat, n_fft=n_fft, hop_samples=hop_samples, window=window, center=center, pad_mode=pad_mode, lengths=lengths
+    )
     power = power_of(0, count)
     return power.reshape(*waveform.shape[:-1], *power.shape[-2:])
 
@@ -450,7 +474,16 @@ PowerOf = Callable[[int, int], Tensor]
 """``power_of(t0, t1)``: power spectrum of frames ``[t0, t1)``, shape ``[B, t1 - t0, F]``."""
 
 
-def _librosa_frames(flat: Tensor, *, n_fft: int, hop_samples: int, window: Tensor, center: bool) -> tuple[int, PowerOf]:
+def _librosa_frames(
+    flat: Tensor,
+    *,
+    n_fft: int,
+    hop_samples: int,
+    window: Tensor,
+    center: bool,
+    pad_mode: PadMode = "constant",
+    lengths: Tensor | None = None,
+) -> tuple[int, PowerOf]:
     """Frame count and a frame-range power function for librosa's framing of ``[B, N]``."""
     n, win, n_bins = flat.shape[-1], window.numel(), n_fft // 2 + 1
     if not center:
@@ -466,7 +499,7 @@ def _librosa_frames(flat: Tensor, *, n_fft: int, hop_samples: int, window: Tenso
 
     # Padding once and cutting frame ranges out of the padded signal gives exactly the frames
     # of librosa's (and torch.stft's) centred STFT, for any range of frames.
-    padded = torch.nn.functional.pad(flat, (n_fft // 2, n_fft // 2))
+    padded = _centre_pad(flat, pad=n_fft // 2, pad_mode=pad_mode, lengths=lengths)
 
     def centred(t0: int, t1: int) -> Tensor:
         # torch.stft pads the window centred to n_fft exactly like librosa.util.pad_center.
@@ -482,7 +515,48 @@ def _librosa_frames(flat: Tensor, *, n_fft: int, hop_samples: int, window: Tenso
         power = spec.real.square()
         return power.addcmul_(spec.imag, spec.imag).transpose(-1, -2)
 
-    return 1 + n // hop_samples, centred
+    # librosa's count: 1 + N // hop for even n_fft, 1 + (N - 1) // hop for odd
+    return 1 + (padded.shape[-1] - n_fft) // hop_samples, centred
+
+
+def _centre_pad(flat: Tensor, *, pad: int, pad_mode: PadMode, lengths: Tensor | None) -> Tensor:
+    """Pad ``[B, N]`` by ``pad`` samples at both ends, each item at its own length.
+
+    Samples at or past an item's length are absent: zeros for ``"constant"``, and for
+    ``"reflect"`` the reflection starts at the item's last real sample, as if it were alone.
+    """
+    if pad_mode not in ("constant", "reflect"):
+        raise ParameterError(f"unknown pad_mode {pad_mode!r}: use 'constant' or 'reflect'")
+    n = flat.shape[-1]
+    if lengths is not None:
+        lengths = _check_lengths(lengths, batch=flat.shape[0], n=n, device=flat.device)
+    if pad_mode == "constant":
+        if lengths is not None:
+            flat = flat.masked_fill(torch.arange(n, device=flat.device) >= lengths[:, None], 0.0)
+        return torch.nn.functional.pad(flat, (pad, pad))
+    shortest = n if lengths is None else int(lengths.min())
+    if shortest <= pad:
+        raise ParameterError(f"reflect padding needs more than n_fft // 2 = {pad} samples per signal, got {shortest}")
+    if lengths is None:
+        return torch.nn.functional.pad(flat, (pad, pad), mode="reflect")
+    # Reflect around each item's own first and last sample: source index |s| before the start,
+    # 2 (L - 1) - s past the end. Positions reached only by frames past the item's own frame
+    # count are clamped into range; those frames are not the item's.
+    source = torch.arange(-pad, n + pad, device=flat.device).abs().expand(flat.shape[0], -1)
+    last = lengths[:, None] - 1
+    source = torch.where(source > last, 2 * last - source, source).clamp(0, n - 1)
+    return torch.gather(flat, 1, source)
+
+
+def _check_lengths(lengths: Tensor, *, batch: int, n: int, device: torch.device) -> Tensor:
+    if not isinstance(lengths, Tensor) or lengths.dtype.is_floating_point or lengths.dtype.is_complex:
+        raise ParameterError("lengths must be an integer tensor of samples per item")
+    if lengths.shape != (batch,):
+        raise ParameterError(f"lengths must have shape [{batch}], got {tuple(lengths.shape)}")
+    lengths = lengths.to(device=device, dtype=torch.int64)
+    if batch and (int(lengths.min()) < 0 or int(lengths.max()) > n):
+        raise ParameterError(f"lengths must lie in [0, {n}]")
+    return lengths
 
 
 def _kaldi_frames(
@@ -525,6 +599,8 @@ def mel_power(
     hop_samples: int,
     window: Tensor,
     center: bool = True,
+    pad_mode: PadMode = "constant",
+    lengths: Tensor | None = None,
     blocks: Sequence[FilterbankBlock] = (),
     chunk_frames: int | None = None,
 ) -> Tensor:
@@ -542,7 +618,7 @@ def mel_power(
         Real signal(s), floating point.
     fbank : Tensor [shape=(n_fft // 2 + 1, n_mels)]
         Mel filterbank, same dtype and device as ``waveform``.
-    n_fft, hop_samples, window, center
+    n_fft, hop_samples, window, center, pad_mode, lengths
         As in :func:`power_spectrogram`.
     blocks : sequence of (int, int, int, int)
         Banded plan for ``fbank`` from :func:`filterbank_blocks` (empty: dense product).
@@ -557,7 +633,9 @@ def mel_power(
     """
     _check_framing(waveform, n_fft=n_fft, hop_samples=hop_samples, window=window)
     flat = waveform.reshape(-1, waveform.shape[-1])
-    count, power_of = _librosa_frames(flat, n_fft=n_fft, hop_samples=hop_samples, window=window, center=center)
+    count, power_of = _librosa_frames(
+        flat, n_fft=n_fft, hop_samples=hop_samples, window=window, center=center, pad_mode=pad_mode, lengths=lengths
+    )
     mel = _project_chunks(count, power_of, flat, fbank=fbank, blocks=blocks, chunk_frames=chunk_frames)
     return mel.reshape(*waveform.shape[:-1], *mel.shape[-2:])
 
