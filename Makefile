@@ -43,3 +43,8 @@ bench-extract: $(STAMP)
 	$(PY) benchmarks/bench_extract.py --models none,flux --dask
 
 bench: bench-frontend bench-diffres bench-extract bench-accuracy
+
+# Benchmark datasets (keywords, pitch, drums) from Debian audio tools; see benchmarks/data/README.md.
+data: $(STAMP)
+	bash benchmarks/data/install.sh
+	$(PY) benchmarks/data/make_datasets.py --out benchmarks/data/generated
