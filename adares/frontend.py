@@ -9,6 +9,7 @@ power (:meth:`MelFrontend.power`); :meth:`MelFrontend.compress` applies the conf
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Mapping
 from typing import Any
 
@@ -88,6 +89,13 @@ _CONSTRUCTOR_KEYS = {
     "log": "log",
     "eps": "eps",
 }
+
+
+def _hz(value: Any, *, name: str) -> float:
+    """A finite real number from a config value, or ParameterError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+        raise ParameterError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
 
 
 class MelFrontend(nn.Module):
@@ -191,11 +199,11 @@ class MelFrontend(nn.Module):
             )
         self.n_fft = n_fft
         self.n_mels = spec["n_mels"] if n_mels is None else n_mels
-        self.fmin = float(spec["fmin"] if fmin is None else fmin)
-        self.fmax = float(sr / 2 if fmax is None else fmax)
+        self.fmin = _hz(spec["fmin"] if fmin is None else fmin, name="fmin")
+        self.fmax = _hz(sr / 2 if fmax is None else fmax, name="fmax")
         self.log = log
-        self.eps = float(spec["eps"] if eps is None else eps)
-        if not (math.isfinite(self.eps) and self.eps > 0):
+        self.eps = _hz(spec["eps"] if eps is None else eps, name="eps")  # a plain number, like Hz
+        if not self.eps > 0:
             raise ParameterError(f"eps must be a positive number, got {eps!r}")
         self.eps_mode: str = spec["eps_mode"]
         self.amin = _DB_AMIN
@@ -458,6 +466,8 @@ class MelFrontend(nn.Module):
         if not bool(torch.isfinite(x.sum())) and not bool(torch.isfinite(x).all()):
             raise ParameterError("waveform contains NaN or infinite samples")
         batch, n = x.shape
+        if batch == 0:
+            raise ParameterError("waveform batch is empty")
         if lengths is None:
             if n < self._min_samples:
                 raise ParameterError(self._too_short(n))

@@ -255,6 +255,7 @@ def test_gradients_reach_the_waveform():
         (torch.zeros(2, 1000), [1000, 1001], r"\[0, 1000\]"),
         (torch.zeros(2, 1000), [-1, 1000], r"\[0, 1000\]"),
         (torch.zeros(2, 1000), [1000.0, 500.0], "integers"),
+        (torch.zeros(0, 1000), None, "empty"),
     ],
 )
 def test_bad_input_raises_parameter_error(waveform, lengths, match):
@@ -276,6 +277,8 @@ def test_bad_input_raises_parameter_error(waveform, lengths, match):
         ({"win": "0ms"}, "positive"),
         ({"sr": 0}, "sampling rate"),
         ({"eps": 0.0}, "eps"),
+        ({"fmax": "8k"}, "fmax must be a finite number"),
+        ({"fmin": float("nan")}, "fmin must be a finite number"),
         ({"preset": "kaldi", "n_mels": 128}, "covers no FFT bin"),
     ],
 )
