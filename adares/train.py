@@ -25,6 +25,7 @@ Layout of ``out_dir``::
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import hashlib
@@ -33,7 +34,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -384,11 +385,18 @@ class JointModel(nn.Module):
         self.classifier = classifier
         self.planes = planes
 
-    def features(self, log_mel: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor, Any]:
-        """Classifier input ``[B, C, T', F]``, its lengths ``[B]`` and the compressor's output."""
+    def features(
+        self, log_mel: Tensor, lengths: Tensor, *, reduction: float | None = None
+    ) -> tuple[Tensor, Tensor, Any]:
+        """Classifier input ``[B, C, T', F]``, its lengths ``[B]`` and the compressor's output.
+
+        ``reduction`` overrides the compressor's ρ for this call.
+        """
         if self.compressor is None:
             return log_mel[:, None], lengths, None
-        out = self.compressor(log_mel, lengths)
+        out = self.compressor(log_mel, lengths) if reduction is None else self.compressor(
+            log_mel, lengths, reduction=reduction
+        )
         feature = out.feature if self.planes == 3 else out.avg[:, None]
         return feature, out.lengths, out
 
@@ -531,6 +539,63 @@ def _optimizer(model: JointModel, config: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, weight_decay=config.weight_decay)
 
 
+def _train_step(
+    model: JointModel,
+    log_mel: Tensor,
+    lengths: Tensor,
+    labels: Tensor,
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    generator: torch.Generator,
+    *,
+    reduction: float | None = None,
+) -> dict[str, float]:
+    """One optimiser step on one batch: SpecAugment, compressor, mixup, classifier, losses."""
+    log_mel, _ = spec_augment(
+        log_mel,
+        lengths,
+        generator=generator,
+        time_masks=config.time_masks,
+        time_width=config.time_width,
+        freq_masks=config.freq_masks,
+        freq_width=config.freq_width,
+    )
+    feature, out_lengths, out = model.features(log_mel, lengths, reduction=reduction)
+    targets = nn.functional.one_hot(labels, model.classifier.n_classes).to(feature.dtype)
+    feature, targets, out_lengths = mixup(feature, targets, out_lengths, alpha=config.mixup, generator=generator)
+    logits = model.classifier(feature, out_lengths)
+    task_loss = nn.functional.cross_entropy(logits, targets)
+    loss = task_loss
+    guide = activeness = 0.0
+    if out is not None:
+        if config.guide_weight > 0:
+            loss = loss + config.guide_weight * out.guide_loss
+        guide = float(out.guide_loss.detach())
+        activeness = float(torch.as_tensor(out.activeness).detach())
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return {
+        "train_loss": float(loss.detach()),
+        "train_task_loss": float(task_loss.detach()),
+        "train_accuracy": float((logits.argmax(1) == targets.argmax(1)).float().mean()),
+        "guide_loss": guide,
+        "activeness": activeness,
+    }
+
+
+def _mean_records(records: Sequence[dict[str, float]]) -> dict[str, float]:
+    if not records:
+        return {}
+    return {key: sum(r[key] for r in records) / len(records) for key in records[0]}
+
+
+def _batches(indices: Tensor, batch_size: int) -> list[Tensor]:
+    chunks = [indices[start : start + batch_size] for start in range(0, len(indices), batch_size)]
+    # A lone last item would make batch-norm statistics degenerate.
+    return [chunk for chunk in chunks if len(chunk) >= 2] or chunks
+
+
 def _train_epoch(
     model: JointModel, data: SpectrogramSet, optimizer: torch.optim.Optimizer, config: TrainConfig, epoch: int
 ) -> dict[str, float]:
@@ -539,51 +604,11 @@ def _train_epoch(
     model.train()
     train = data.splits["train"]
     order = train[torch.randperm(len(train), generator=generator)]
-    totals = {"loss": 0.0, "task_loss": 0.0, "guide_loss": 0.0, "activeness": 0.0, "correct": 0.0}
-    batches = 0
-    n_classes = model.classifier.n_classes
-    for start in range(0, len(order), config.batch_size):
-        indices = order[start : start + config.batch_size]
-        if len(indices) < 2 and batches:
-            continue  # a lone last item would make batch norm statistics degenerate
+    records = []
+    for indices in _batches(order, config.batch_size):
         log_mel, lengths, labels = data.batch(indices)
-        log_mel, _ = spec_augment(
-            log_mel,
-            lengths,
-            generator=generator,
-            time_masks=config.time_masks,
-            time_width=config.time_width,
-            freq_masks=config.freq_masks,
-            freq_width=config.freq_width,
-        )
-        feature, out_lengths, out = model.features(log_mel, lengths)
-        targets = nn.functional.one_hot(labels, n_classes).to(feature.dtype)
-        feature, targets, out_lengths = mixup(
-            feature, targets, out_lengths, alpha=config.mixup, generator=generator
-        )
-        logits = model.classifier(feature, out_lengths)
-        task_loss = nn.functional.cross_entropy(logits, targets)
-        loss = task_loss
-        if out is not None and getattr(out, "guide_loss", None) is not None and config.guide_weight > 0:
-            loss = loss + config.guide_weight * out.guide_loss
-            totals["guide_loss"] += float(out.guide_loss.detach())
-        if out is not None and getattr(out, "activeness", None) is not None:
-            totals["activeness"] += float(torch.as_tensor(out.activeness).detach())
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        totals["loss"] += float(loss.detach())
-        totals["task_loss"] += float(task_loss.detach())
-        totals["correct"] += float((logits.argmax(1) == targets.argmax(1)).float().mean())
-        batches += 1
-    batches = max(1, batches)
-    return {
-        "train_loss": totals["loss"] / batches,
-        "train_task_loss": totals["task_loss"] / batches,
-        "train_accuracy": totals["correct"] / batches,
-        "guide_loss": totals["guide_loss"] / batches,
-        "activeness": totals["activeness"] / batches,
-    }
+        records.append(_train_step(model, log_mel, lengths, labels, optimizer, config, generator))
+    return _mean_records(records)
 
 
 def _state_to_cpu(state: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -669,8 +694,6 @@ def train(
         Bad data folder, or a checkpoint in ``out_dir`` from a different configuration or
         dataset while ``resume`` is true.
     """
-    from tqdm.auto import tqdm
-
     out = Path(out_dir)
     if threads is not None:
         torch.set_num_threads(threads)
@@ -687,103 +710,139 @@ def train(
     description = _run_description(config, data)
     out.mkdir(parents=True, exist_ok=True)
 
-    deterministic = torch.are_deterministic_algorithms_enabled()
+    model = build_model(config, n_classes=len(data.classes))
+    with _deterministic():
+        state = _fit(
+            model,
+            _optimizer(model, config),
+            config=config,
+            out=out,
+            description=description,
+            run_epoch=lambda epoch, optimizer: _train_epoch(model, data, optimizer, config, epoch),
+            validate=lambda: evaluate(model, data, data.splits["validation"]),
+            resume=resume,
+            progress=progress,
+            label=config.compressor + ("" if config.compressor == "none" else f" ρ={config.reduction:g}"),
+            on_epoch_end=on_epoch_end,
+        )
+        if state is None:
+            return json.loads((out / METRICS).read_text())
+        return _finish(model, data, config, state, out, description, export_bundle=export_bundle)
+
+
+@contextlib.contextmanager
+def _deterministic() -> Iterator[None]:
+    previous = torch.are_deterministic_algorithms_enabled()
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
-        model = build_model(config, n_classes=len(data.classes))
-        optimizer = _optimizer(model, config)
-        state = {
-            "epoch": 0,
-            "best_accuracy": -1.0,
-            "best_loss": math.inf,
-            "best_epoch": 0,
-            "bad_epochs": 0,
-            "history": [],
-            "seconds": 0.0,
-            "finished": False,
-            "best_state": _state_to_cpu(model.state_dict()),
-        }
-        checkpoint_path = out / CHECKPOINT
-        if resume and checkpoint_path.is_file():
-            saved = _load_checkpoint(checkpoint_path)
-            if json.loads(saved["description"]) != description:
-                raise ParameterError(
-                    f"{checkpoint_path} was written by a run with other settings or data; "
-                    "use another output folder or start over (--restart)"
-                )
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            state = saved["state"]
-            if state["finished"] and (out / METRICS).is_file():
-                return json.loads((out / METRICS).read_text())
-
-        bar = tqdm(
-            total=config.epochs,
-            initial=state["epoch"],
-            desc=f"{config.compressor}" + ("" if config.compressor == "none" else f" ρ={config.reduction:g}"),
-            unit="epoch",
-            disable=not progress,
-        )
-        with bar:
-            while not state["finished"]:
-                epoch = state["epoch"]
-                for group in optimizer.param_groups:
-                    group["lr"] = _learning_rate(group["peak_lr"], epoch, config.epochs)
-                began = time.perf_counter()
-                record = _train_epoch(model, data, optimizer, config, epoch)
-                validation = evaluate(model, data, data.splits["validation"])
-                record.update(
-                    epoch=epoch + 1,
-                    val_accuracy=validation["accuracy"],
-                    val_loss=validation["loss"],
-                    lr=optimizer.param_groups[0]["lr"],
-                    seconds=time.perf_counter() - began,
-                )
-                state["history"].append(record)
-                state["seconds"] += record["seconds"]
-                state["epoch"] = epoch + 1
-                better = validation["accuracy"] > state["best_accuracy"] or (
-                    validation["accuracy"] == state["best_accuracy"] and validation["loss"] < state["best_loss"]
-                )
-                if better:
-                    state.update(
-                        best_accuracy=validation["accuracy"],
-                        best_loss=validation["loss"],
-                        best_epoch=epoch + 1,
-                        bad_epochs=0,
-                        best_state=_state_to_cpu(model.state_dict()),
-                    )
-                else:
-                    state["bad_epochs"] += 1
-                state["finished"] = state["epoch"] >= config.epochs or state["bad_epochs"] >= config.patience
-                _save_checkpoint(
-                    checkpoint_path,
-                    {
-                        "description": json.dumps(description),
-                        "model": model.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "state": state,
-                    },
-                )
-                bar.update(1)
-                bar.set_postfix(
-                    loss=f"{record['train_loss']:.3f}",
-                    val_acc=f"{record['val_accuracy']:.3f}",
-                    best=f"{state['best_accuracy']:.3f}@{state['best_epoch']}",
-                )
-                if progress:
-                    bar.write(
-                        f"epoch {epoch + 1:3d}  loss {record['train_loss']:.4f}  train acc "
-                        f"{record['train_accuracy']:.3f}  val loss {record['val_loss']:.4f}  val acc "
-                        f"{record['val_accuracy']:.3f}  ({record['seconds']:.1f} s)"
-                    )
-                if on_epoch_end is not None:
-                    on_epoch_end(epoch + 1, record)
-
-        model.load_state_dict(state["best_state"])
-        return _finish(model, data, config, state, out, description, export_bundle=export_bundle)
+        yield
     finally:
-        torch.use_deterministic_algorithms(deterministic)
+        torch.use_deterministic_algorithms(previous)
+
+
+def _fit(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    config: TrainConfig,
+    out: Path,
+    description: dict[str, Any],
+    run_epoch: Callable[[int, torch.optim.Optimizer], dict[str, float]],
+    validate: Callable[[], dict[str, Any]],
+    resume: bool,
+    progress: bool,
+    label: str,
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None,
+) -> dict[str, Any] | None:
+    """The epoch loop: cosine learning rate, validation, early stopping, checkpoint, progress.
+
+    Returns the final state with the best weights loaded into ``model``, or None when ``out``
+    already holds the finished run's metrics.
+    """
+    from tqdm.auto import tqdm
+
+    state: dict[str, Any] = {
+        "epoch": 0,
+        "best_accuracy": -1.0,
+        "best_loss": math.inf,
+        "best_epoch": 0,
+        "bad_epochs": 0,
+        "history": [],
+        "seconds": 0.0,
+        "finished": False,
+        "best_state": _state_to_cpu(model.state_dict()),
+    }
+    checkpoint_path = out / CHECKPOINT
+    if resume and checkpoint_path.is_file():
+        saved = _load_checkpoint(checkpoint_path)
+        if json.loads(saved["description"]) != json.loads(json.dumps(description)):
+            raise ParameterError(
+                f"{checkpoint_path} was written by a run with other settings or data; "
+                "use another output folder or start over (--restart)"
+            )
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        state = saved["state"]
+        if state["finished"] and (out / METRICS).is_file():
+            return None
+
+    with tqdm(total=config.epochs, initial=state["epoch"], desc=label, unit="epoch", disable=not progress) as bar:
+        while not state["finished"]:
+            epoch = state["epoch"]
+            for group in optimizer.param_groups:
+                group["lr"] = _learning_rate(group["peak_lr"], epoch, config.epochs)
+            began = time.perf_counter()
+            record = run_epoch(epoch, optimizer)
+            validation = validate()
+            record.update(
+                epoch=epoch + 1,
+                val_accuracy=validation["accuracy"],
+                val_loss=validation["loss"],
+                lr=optimizer.param_groups[0]["lr"],
+                seconds=time.perf_counter() - began,
+            )
+            state["history"].append(record)
+            state["seconds"] += record["seconds"]
+            state["epoch"] = epoch + 1
+            better = validation["accuracy"] > state["best_accuracy"] or (
+                validation["accuracy"] == state["best_accuracy"] and validation["loss"] < state["best_loss"]
+            )
+            if better:
+                state.update(
+                    best_accuracy=validation["accuracy"],
+                    best_loss=validation["loss"],
+                    best_epoch=epoch + 1,
+                    bad_epochs=0,
+                    best_state=_state_to_cpu(model.state_dict()),
+                )
+            else:
+                state["bad_epochs"] += 1
+            state["finished"] = state["epoch"] >= config.epochs or state["bad_epochs"] >= config.patience
+            _save_checkpoint(
+                checkpoint_path,
+                {
+                    "description": json.dumps(description),
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "state": state,
+                },
+            )
+            bar.update(1)
+            bar.set_postfix(
+                loss=f"{record['train_loss']:.3f}",
+                val_acc=f"{record['val_accuracy']:.3f}",
+                best=f"{state['best_accuracy']:.3f}@{state['best_epoch']}",
+            )
+            if progress:
+                bar.write(
+                    f"epoch {epoch + 1:3d}  loss {record['train_loss']:.4f}  train acc "
+                    f"{record['train_accuracy']:.3f}  val loss {record['val_loss']:.4f}  val acc "
+                    f"{record['val_accuracy']:.3f}  ({record['seconds']:.1f} s)"
+                )
+            if on_epoch_end is not None:
+                on_epoch_end(epoch + 1, record)
+    model.load_state_dict(state["best_state"])
+    return state
 
 
 def _finish(
