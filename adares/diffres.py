@@ -21,7 +21,7 @@ Inputs are natural-log mel power. Merging happens on linear power, computed in t
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -53,6 +53,8 @@ __all__ = [
 ]
 
 _EPS = 1e-12  # added to merged power before the log, as the reference does
+# Input elements ([B, frames, n_mels]) per window of the estimator in evaluation mode (16 MiB float32).
+_WINDOW_ELEMENTS = 1 << 22
 
 
 @dataclass
@@ -291,11 +293,34 @@ class ImportanceEstimator(nn.Module):
         if lengths is not None:
             lengths = _resolve_lengths(lengths, batch=batch, frames=frames, device=log_mel.device)
             mask = (torch.arange(frames, device=log_mel.device)[None, :] < lengths[:, None])[:, None, :]
-        h = log_mel.transpose(1, 2)
-        for block in self.blocks:
-            h = block(h, mask)
-        raw = torch.sigmoid(h[:, 0]).clamp_min(torch.finfo(h.dtype).tiny)
+        window = max(1, _WINDOW_ELEMENTS // (batch * self.n_mels))
+        if self.training or frames <= window:
+            logits = self._logits(log_mel.transpose(1, 2), mask)
+        else:
+            logits = torch.cat(list(self._windows(log_mel, mask, window)), dim=1)
+        raw = torch.sigmoid(logits).clamp_min(torch.finfo(logits.dtype).tiny)
         return raw if mask is None else torch.where(mask[:, 0], raw, 0.0)
+
+    def _logits(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        for block in self.blocks:
+            x = block(x, mask)
+        return x[:, 0]
+
+    def _windows(self, log_mel: Tensor, mask: Tensor | None, window: int) -> Iterator[Tensor]:
+        """Logits window by window, each with ``halo`` frames of context on both sides.
+
+        In evaluation mode the network is local (batch norm is a fixed affine map), and every
+        convolution's zero padding spoils ``kernel_size // 2`` frames at a window edge; with
+        ``halo = (receptive_field - 1) / 2`` the frames kept are exact. An hour of 5 ms frames
+        then needs a few tens of MB of activations instead of about 1 GB.
+        """
+        frames = log_mel.shape[1]
+        halo = (self.receptive_field - 1) // 2
+        for t0 in range(0, frames, window):
+            t1 = min(frames, t0 + window)
+            lo, hi = max(0, t0 - halo), min(frames, t1 + halo)
+            part = None if mask is None else mask[:, :, lo:hi]
+            yield self._logits(log_mel[:, lo:hi].transpose(1, 2), part)[:, t0 - lo : t1 - lo]
 
 
 def _check_log_mel(log_mel: Tensor, n_mels: int | None) -> None:
@@ -377,17 +402,22 @@ class _ScoreMerge(_Compressor):
         loss, activeness = guide_loss(log_mel, scores, lengths, reduction=rho)
 
         batch, _, n_mels = log_mel.shape
-        average, maximum = merge_log(log_mel, scores, counts, lengths)
-        rows = average.shape[1]
-        valid = (torch.arange(rows, device=log_mel.device)[None, :] < counts[:, None])[:, :, None]
+        planes = list(merge_log(log_mel, scores, counts, lengths))
+        rows = planes[0].shape[1]
+        invalid = (torch.arange(rows, device=log_mel.device)[None, :] >= counts[:, None])[:, :, None]
         log_eps = torch.tensor(math.log(self.eps), dtype=log_mel.dtype, device=log_mel.device)
-        # One buffer for the three planes, filled plane by plane: stacking would hold every
-        # plane twice, which is what sets the peak memory on hour-long inputs.
+        tracked = torch.is_grad_enabled() and (log_mel.requires_grad or scores.requires_grad)
+        # One buffer for the three planes, filled plane by plane and each plane released once
+        # copied: stacking would hold every plane twice, which sets the peak memory on hour-long
+        # inputs. Without autograd the eps is added in place for the same reason.
         feature = log_mel.new_empty(batch, 3, rows, n_mels)
-        feature[:, 0] = torch.where(valid, torch.logaddexp(average, log_eps), 0.0)
-        del average
-        feature[:, 1] = torch.where(valid, torch.logaddexp(maximum, log_eps), 0.0)
-        del maximum
+        for index in range(2):
+            plane = planes[index]
+            if tracked:
+                feature[:, index] = torch.logaddexp(plane, log_eps).masked_fill(invalid, 0.0)
+            else:
+                feature[:, index] = torch.logaddexp(plane, log_eps, out=plane).masked_fill_(invalid, 0.0)
+            planes[index] = plane = None
         feature[:, 2] = resolution_encoding(scores, counts, n_mels, lengths, dtype=log_mel.dtype)
         return DiffResOutput(
             feature=feature,

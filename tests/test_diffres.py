@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from adares import diffres
 from adares.diffres import (
     AvgPoolCompressor,
     ChangeHopCompressor,
@@ -46,6 +47,24 @@ def reference_planes(x: np.ndarray, s: np.ndarray, out: int) -> tuple[np.ndarray
 def _log_mel(batch: int, frames: int, mels: int, seed: int = 0, dtype=torch.float32) -> torch.Tensor:
     gen = torch.Generator().manual_seed(seed)
     return (torch.randn(batch, frames, mels, generator=gen) * 2.0 - 8.0).to(dtype)
+
+
+def _calibrated(module: nn.Module, x: torch.Tensor) -> nn.Module:
+    """Batch-norm running statistics from one batch, then evaluation mode.
+
+    Fresh running statistics (mean 0, variance 1) leave most ReLUs of the untrained estimator
+    dead in evaluation mode, so its scores would barely depend on the input and tests of
+    context and padding would pass for the wrong reason.
+    """
+    norms = [m for m in module.modules() if isinstance(m, nn.BatchNorm1d)]
+    for norm in norms:
+        norm.momentum = 1.0
+    module.train()
+    with torch.no_grad():
+        module(x)
+    for norm in norms:
+        norm.momentum = 0.1
+    return module.eval()
 
 
 @pytest.fixture(autouse=True)
@@ -96,11 +115,26 @@ def test_estimator_padding_does_not_leak_in_eval_and_training():
     assert torch.all(a[~mask] == 0)
     torch.testing.assert_close(estimator.blocks[0].bn1.running_mean, clean_copy.blocks[0].bn1.running_mean)
     # evaluation: an item alone equals the item inside a padded batch
-    estimator.eval()
+    _calibrated(estimator, x)
     batched = estimator(garbage, lengths)
     for item, n in enumerate(lengths.tolist()):
         alone = estimator(x[item : item + 1, :n])
         torch.testing.assert_close(batched[item : item + 1, :n], alone, rtol=1e-5, atol=1e-6)
+
+
+def test_estimator_windows_in_evaluation_are_exact(monkeypatch):
+    torch.manual_seed(9)
+    estimator = _calibrated(ImportanceEstimator(32), _log_mel(2, 300, 32, seed=3))
+    x = _log_mel(2, 300, 32, seed=4)
+    lengths = torch.tensor([300, 137])
+    with torch.no_grad():
+        whole = estimator(x, lengths)
+        monkeypatch.setattr(diffres, "_WINDOW_ELEMENTS", 2 * 32 * 25)  # windows of 25 frames
+        torch.testing.assert_close(estimator(x, lengths), whole, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(estimator(x[:1]), whole[:1], rtol=1e-4, atol=1e-5)
+        # the halo is needed: one frame less of context changes the scores near window edges
+        monkeypatch.setattr(ImportanceEstimator, "receptive_field", property(lambda self: 39))
+        assert float((estimator(x, lengths) - whole).abs().max()) > 1e-5
 
 
 # --------------------------------------------------------------------------------------------
@@ -126,8 +160,8 @@ def test_diffres_output_contract():
 
 def test_diffres_planes_match_dense_reference():
     torch.manual_seed(1)
-    module = DiffRes(6, reduction=0.6).double().eval()
     x = _log_mel(2, 37, 6, seed=2, dtype=torch.float64)
+    module = _calibrated(DiffRes(6, reduction=0.6).double(), x)
     lengths = torch.tensor([37, 19])
     out = module(x, lengths)
     for b, n in enumerate(lengths.tolist()):
@@ -159,8 +193,8 @@ def test_diffres_positive_log_mel_does_not_overflow_or_crash():
 
 def test_diffres_padded_batch_equals_items_one_by_one():
     torch.manual_seed(3)
-    module = DiffRes(10, reduction=0.7).eval()
     x = _log_mel(3, 45, 10, seed=4)
+    module = _calibrated(DiffRes(10, reduction=0.7), x)
     lengths = torch.tensor([45, 30, 2])
     batched = module(x, lengths)
     for b, n in enumerate(lengths.tolist()):
