@@ -188,3 +188,40 @@ def test_bad_parameters(tmp_path, kwargs):
     sf.write(path, tone(), SR)
     with pytest.raises(ParameterError):
         load(path, **kwargs)
+
+
+# Committed real clips (tests/data): real decoders on real recordings.
+
+
+def _peak_hz(samples, sr):
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    return np.fft.rfftfreq(len(samples), 1 / sr), spectrum
+
+
+def test_real_clip_44k1_stereo_resampled_and_mixed():
+    from .conftest import DATA
+
+    samples, rate = load(DATA / "notes_44k1_stereo.wav", sr=SR)
+    assert rate == SR and len(samples) == 2 * SR
+    freqs, spectrum = _peak_hz(samples[int(0.2 * SR) : int(1.6 * SR)], SR)
+
+    def energy_near(hz):
+        return spectrum[(freqs > hz - 8) & (freqs < hz + 8)].max()
+
+    # the mixdown holds both notes; one channel alone would hold only its own
+    floor = np.median(spectrum)
+    assert energy_near(440.0) > 100 * floor and energy_near(659.26) > 100 * floor
+    left, _ = load(DATA / "notes_44k1_stereo.wav", sr=SR, channel=0)
+    freqs, spectrum = _peak_hz(left[int(0.2 * SR) : int(1.6 * SR)], SR)
+    assert energy_near(440.0) > 30 * energy_near(659.26)
+
+
+def test_real_keyword_flac_and_mp3_agree():
+    from .conftest import DATA
+
+    flac, _ = load(DATA / "keyword_yes_16k.flac")
+    mp3, _ = load(DATA / "keyword_yes_16k.mp3")
+    assert len(flac) == 16000 and abs(len(mp3) - len(flac)) < 1200
+    n = min(len(flac), len(mp3))
+    assert np.corrcoef(flac[:n], mp3[:n])[0, 1] > 0.95
+    assert np.all(flac[:3900] == 0) and np.abs(flac[4000:10347]).max() > 0.05
