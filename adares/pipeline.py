@@ -267,47 +267,62 @@ def extract(
         previous = []
 
     finished = _finished_sources(previous, config_hash=config_hash)
-    run_id = uuid.uuid4().hex[:12]
-    todo: list[_Task] = []
-    with JsonlWriter(manifest_path) as manifest, JsonlWriter(failures_path) as failures:
+    workers = jobs or os.cpu_count() or 1
+    own_pool = executor is None and workers > 1
+    pool: cf.Executor | None = executor
+    if own_pool and len(finished) < len(sources):
+        # Start the workers now: they import torch and build their extractor while this process
+        # plans the run, instead of after it.
+        pool = _local_pool(workers)
+        for _ in range(workers):
+            pool.submit(_warm_up, config)
+    try:
+        run_id = uuid.uuid4().hex[:12]
+        todo: list[_Task] = []
+        with JsonlWriter(manifest_path) as manifest, JsonlWriter(failures_path) as failures:
 
-        def record(entry: dict[str, Any]) -> None:
-            entry = {"run": run_id, "config": config_hash} | entry
-            manifest.write(entry)
-            if entry["status"] == "failed":
-                failures.write({"source": entry["source"], "error": entry["error"], "run": run_id})
-                summary.failed += 1
-                summary.failures.append({"source": entry["source"], "error": entry["error"]})
-            elif entry["status"] == "ok":
-                summary.done += 1
-                summary.audio_seconds += entry.get("duration") or 0.0
-            else:
-                summary.skipped += 1
-            if on_record is not None:
-                on_record(entry)
+            def record(entry: dict[str, Any]) -> None:
+                entry = {"run": run_id, "config": config_hash} | entry
+                manifest.write(entry)
+                if entry["status"] == "failed":
+                    failures.write({"source": entry["source"], "error": entry["error"], "run": run_id})
+                    summary.failed += 1
+                    summary.failures.append({"source": entry["source"], "error": entry["error"]})
+                elif entry["status"] == "ok":
+                    summary.done += 1
+                    summary.audio_seconds += entry.get("duration") or 0.0
+                else:
+                    summary.skipped += 1
+                if on_record is not None:
+                    on_record(entry)
 
-        for source in sources:
-            task = _make_task(root, out, source, outputs[source])
-            done_before = finished.get(task.source_rel)
-            if done_before is not None and _unchanged(done_before, task, out):
-                record(_skipped_record(done_before))
-            else:
-                todo.append(task)
-        summary.total = len(sources)
-        if on_plan is not None:
-            on_plan(len(todo), sum(_declared_seconds(task.source) for task in todo))
+            for source in sources:
+                task = _make_task(root, out, source, outputs[source])
+                done_before = finished.get(task.source_rel)
+                if done_before is not None and _unchanged(done_before, task, out):
+                    record(_skipped_record(done_before))
+                else:
+                    todo.append(task)
+            summary.total = len(sources)
+            if on_plan is not None:
+                on_plan(len(todo), sum(_declared_seconds(task.source) for task in todo))
 
-        stop = _run_tasks(
-            todo,
-            config=config,
-            jobs=jobs,
-            executor=executor,
-            batch_size=batch_size,
-            fail_fast=fail_fast,
-            local_extractor=extractor,
-            record=record,
-        )
-        summary.stopped_early = stop
+            if own_pool and pool is None and len(todo) > 1:
+                pool = _local_pool(workers)  # sources changed since the run the manifest records
+            summary.stopped_early, pool = _run_tasks(
+                todo,
+                config=config,
+                pool=pool,
+                own_pool=own_pool,
+                workers=workers,
+                batch_size=batch_size,
+                fail_fast=fail_fast,
+                local_extractor=extractor,
+                record=record,
+            )
+    finally:
+        if own_pool and pool is not None:
+            _shutdown(pool)
 
     _compact_failures(manifest_path, failures_path)
     summary.wall_seconds = time.perf_counter() - started
@@ -399,36 +414,29 @@ def _run_tasks(
     todo: list[_Task],
     *,
     config: ExtractConfig,
-    jobs: int | None,
-    executor: cf.Executor | None,
+    pool: cf.Executor | None,
+    own_pool: bool,
+    workers: int,
     batch_size: int | None,
     fail_fast: bool,
     local_extractor: Any,
     record: Callable[[dict[str, Any]], None],
-) -> bool:
-    """Process ``todo``; return True when stopped early by ``fail_fast``."""
+) -> tuple[bool, cf.Executor | None]:
+    """Process ``todo``; return (stopped early by ``fail_fast``, the pool now in use)."""
     if not todo:
-        return False
-    workers = jobs or os.cpu_count() or 1
-    if executor is None and workers == 1:
+        return False, pool
+    if pool is None:
         for task in todo:
             entry = _process_file(task, local_extractor, config)
             record(entry)
             if fail_fast and entry["status"] == "failed":
-                return True
-        return False
-
+                return True, pool
+        return False, pool
     size = batch_size or max(1, min(16, len(todo) // (workers * 4)))
     batches = [todo[i : i + size] for i in range(0, len(todo), size)]
-    own_pool = executor is None
-    pool = executor or _local_pool(workers)
-    try:
-        return _drain(
-            batches, pool=pool, own_pool=own_pool, workers=workers, config=config, fail_fast=fail_fast, record=record
-        )
-    finally:
-        if own_pool:
-            _shutdown(pool)
+    return _drain(
+        batches, pool=pool, own_pool=own_pool, workers=workers, config=config, fail_fast=fail_fast, record=record
+    )
 
 
 def _drain(
@@ -440,7 +448,7 @@ def _drain(
     config: ExtractConfig,
     fail_fast: bool,
     record: Callable[[dict[str, Any]], None],
-) -> bool:
+) -> tuple[bool, cf.Executor]:
     # Bounded in-flight work: a corpus of a million files must not become a million futures.
     pending = list(reversed(batches))
     attempts: dict[str, int] = {}
@@ -487,7 +495,7 @@ def _drain(
     if stop:
         for future in in_flight:
             future.cancel()
-    return stop
+    return stop, pool
 
 
 def _local_pool(workers: int) -> cf.ProcessPoolExecutor:
@@ -520,13 +528,23 @@ def _limit_threads() -> None:
 _EXTRACTORS: dict[str, Any] = {}
 
 
-def _process_batch(tasks: list[_Task], config: ExtractConfig) -> list[dict[str, Any]]:
-    """Worker entry point: process files one by one, each failure caught and recorded."""
+def _worker_extractor(config: ExtractConfig) -> Any:
+    """The extractor of this worker process, built on first use and kept (weights load once)."""
     _limit_threads()
     key = json.dumps(asdict(config), sort_keys=True)
     extractor = _EXTRACTORS.get(key)
     if extractor is None:
-        extractor = _EXTRACTORS[key] = config.build_extractor()  # once per worker process
+        extractor = _EXTRACTORS[key] = config.build_extractor()
+    return extractor
+
+
+def _warm_up(config: ExtractConfig) -> None:
+    _worker_extractor(config)
+
+
+def _process_batch(tasks: list[_Task], config: ExtractConfig) -> list[dict[str, Any]]:
+    """Worker entry point: process files one by one, each failure caught and recorded."""
+    extractor = _worker_extractor(config)
     return [_process_file(task, extractor, config) for task in tasks]
 
 
