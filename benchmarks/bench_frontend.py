@@ -22,6 +22,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import librosa
@@ -118,9 +119,10 @@ def run(*, quick: bool, repeats: int) -> dict[str, object]:
         for name, y in workloads.items():
             fns = _contenders(y)
             worst = _check_agreement(fns)
-            medians = {}
+            medians, runs = {}, {}
             for contender, fn in fns.items():
-                medians[contender] = median(time_block(fn, repeats=repeats, warmup=2))
+                runs[contender] = time_block(fn, repeats=repeats, warmup=2)
+                medians[contender] = median(runs[contender])
             results[name] = {
                 "shape": list(y.shape),
                 "frames_per_item": 1 + y.shape[-1] // HOP,
@@ -128,6 +130,7 @@ def run(*, quick: bool, repeats: int) -> dict[str, object]:
                 "speedup_vs_librosa": medians["librosa"] / medians["adares"],
                 "speedup_vs_torch": medians["torch"] / medians["adares"],
                 "max_relative_difference_vs_librosa": worst,
+                "run_seconds": runs,
             }
     return results
 
@@ -167,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch threads {torch.get_num_threads()}, load average {load_before[0]:.2f} before, {load_after:.2f} after")
     report = {
         "benchmark": "frontend",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "quick": args.quick,
         "repeats": repeats,
         "settings": {"sr": SR, "hop_samples": HOP, "win_samples": WIN, "n_fft": N_FFT, "n_mels": N_MELS},
