@@ -21,10 +21,12 @@ _PLAIN_EVERY_SECONDS = 10.0
 @click.argument("output_dir", metavar="OUT", type=click.Path(file_okay=False))
 @click.option("--hop", default="5ms", help="Hop between fine frames: 5ms, 2.5ms, 0.005s, or samples (80).")
 @click.option("--win", default="25ms", help="Analysis window length, same units as --hop.")
-@click.option("--n-fft", default=512, type=click.IntRange(min=1), help="FFT size (>= window).")
-@click.option("--n-mels", default=128, type=click.IntRange(min=1), help="Mel bins.")
+@click.option(
+    "--n-fft", default=None, type=click.IntRange(min=2), help="FFT size  [default: next power of two >= window]"
+)
+@click.option("--n-mels", default=None, type=click.IntRange(min=1), help="Mel bins  [default: 128; kaldi preset 80]")
 @click.option("--sr", default=16000, type=click.IntRange(min=1), help="Sampling rate the audio is resampled to.")
-@click.option("--fmin", default=0.0, type=float, help="Lowest mel frequency in Hz.")
+@click.option("--fmin", default=None, type=float, help="Lowest mel frequency in Hz  [default: 0; kaldi preset 20]")
 @click.option("--fmax", default=None, type=float, help="Highest mel frequency in Hz  [default: sr/2]")
 @click.option("--preset", default="librosa", type=click.Choice(["librosa", "kaldi"]), help="Front-end convention.")
 @click.option("--log", "log", default="ln", type=click.Choice(["ln", "db", "none"]), help="Log compression.")
@@ -63,10 +65,10 @@ def extract_command(
     output_dir: str,
     hop: str,
     win: str,
-    n_fft: int,
-    n_mels: int,
+    n_fft: int | None,
+    n_mels: int | None,
     sr: int,
-    fmin: float,
+    fmin: float | None,
     fmax: float | None,
     preset: str,
     log: str,
@@ -89,18 +91,10 @@ def extract_command(
     OUT/failures.jsonl (every file that could not be read, with the reason). Rerunning the same
     command skips files already done. Exit status: 0 all done, 1 some files failed, 2 bad usage.
     """
+    settings = {"sr": sr, "hop": hop, "win": win, "n_fft": n_fft, "n_mels": n_mels, "fmin": fmin, "fmax": fmax}
     config = ExtractConfig(
-        frontend={
-            "sr": sr,
-            "hop": hop,
-            "win": win,
-            "n_fft": n_fft,
-            "n_mels": n_mels,
-            "fmin": fmin,
-            "fmax": fmax,
-            "preset": preset,
-            "log": log,
-        },
+        # unset values are left to the preset's defaults (recorded resolved in every file's meta)
+        frontend={key: value for key, value in settings.items() if value is not None} | {"preset": preset, "log": log},
         model=model,
         reduction=reduction,
         format=format_,

@@ -20,7 +20,7 @@ def run(*args: str):
 def test_help_shows_defaults():
     result = run("extract", "--help")
     assert result.exit_code == 0
-    for text in ("--hop", "[default: 5ms]", "--n-mels", "default: 128", "--jobs", "--fail-fast", "--overwrite"):
+    for text in ("--hop", "[default: 5ms]", "--n-mels", "default: 128; kaldi preset 80", "--jobs", "--fail-fast", "--overwrite"):
         assert text in result.output
 
 
