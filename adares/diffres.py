@@ -33,10 +33,10 @@ from adares.functional.importance import spectral_flux
 from adares.functional.merge import (
     _keep_fraction,
     _resolve_lengths,
+    diffres_planes,
     merge_log,
     normalize_scores,
     output_lengths,
-    resolution_encoding,
 )
 
 __all__ = [
@@ -401,24 +401,9 @@ class _ScoreMerge(_Compressor):
         scores = normalize_scores(raw, counts, lengths)
         loss, activeness = guide_loss(log_mel, scores, lengths, reduction=rho)
 
-        batch, _, n_mels = log_mel.shape
-        planes = list(merge_log(log_mel, scores, counts, lengths))
-        rows = planes[0].shape[1]
-        invalid = (torch.arange(rows, device=log_mel.device)[None, :] >= counts[:, None])[:, :, None]
-        log_eps = torch.tensor(math.log(self.eps), dtype=log_mel.dtype, device=log_mel.device)
-        tracked = torch.is_grad_enabled() and (log_mel.requires_grad or scores.requires_grad)
-        # One buffer for the three planes, filled plane by plane and each plane released once
-        # copied: stacking would hold every plane twice, which sets the peak memory on hour-long
-        # inputs. Without autograd the eps is added in place for the same reason.
-        feature = log_mel.new_empty(batch, 3, rows, n_mels)
-        for index in range(2):
-            plane = planes[index]
-            if tracked:
-                feature[:, index] = torch.logaddexp(plane, log_eps).masked_fill(invalid, 0.0)
-            else:
-                feature[:, index] = torch.logaddexp(plane, log_eps, out=plane).masked_fill_(invalid, 0.0)
-            planes[index] = plane = None
-        feature[:, 2] = resolution_encoding(scores, counts, n_mels, lengths, dtype=log_mel.dtype)
+        # One buffer for the three planes, built in place without autograd: the peak memory of
+        # an hour-long input is the input, this buffer and small blocks.
+        feature = diffres_planes(log_mel, scores, counts, lengths, eps=self.eps)
         return DiffResOutput(
             feature=feature,
             avg=feature[:, 0],

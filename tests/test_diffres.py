@@ -400,3 +400,13 @@ def test_spectral_flux_values():
     torch.testing.assert_close(steady, torch.full((1, 6), 0.05))
     noisy = spectral_flux(_log_mel(3, 50, 8))
     assert torch.all(noisy >= 0.05) and torch.all(noisy <= 1.0) and torch.all(noisy.amax(1) == 1.0)
+
+
+def test_spectral_flux_blocks_equal_one_pass(monkeypatch):
+    from adares.functional import importance
+
+    x = _log_mel(2, 90, 5)
+    lengths = torch.tensor([90, 41])
+    whole = spectral_flux(x, lengths)
+    monkeypatch.setattr(importance, "_BLOCK_ELEMENTS", 2 * 5 * 7)  # 7 frames per block
+    torch.testing.assert_close(spectral_flux(x, lengths), whole)

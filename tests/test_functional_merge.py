@@ -15,6 +15,7 @@ from adares.features import uniform_spans
 from adares.functional import merge
 from adares.functional.merge import (
     compress,
+    diffres_planes,
     merge_average,
     merge_log,
     merge_max,
@@ -289,6 +290,7 @@ def test_blockwise_scatter_equals_one_block(monkeypatch):
         merge_max(x.exp(), scores, outs, lengths),
         *merge_log(x, scores, outs, lengths),
         resolution_encoding(scores, outs, 5, lengths),
+        diffres_planes(x, scores, outs, lengths),
     ]
     monkeypatch.setattr(merge, "_BLOCK_ELEMENTS", 7 * 2 * 2 * 5)  # 7 frames per block
     blocked = [
@@ -296,9 +298,47 @@ def test_blockwise_scatter_equals_one_block(monkeypatch):
         merge_max(x.exp(), scores, outs, lengths),
         *merge_log(x, scores, outs, lengths),
         resolution_encoding(scores, outs, 5, lengths),
+        diffres_planes(x, scores, outs, lengths),
     ]
     for a, b in zip(whole, blocked, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("tracked", [False, True])
+def test_diffres_planes_match_the_reference_planes(tracked):
+    gen = torch.Generator().manual_seed(11)
+    lengths = torch.tensor([50, 31, 9])
+    outs = output_lengths(lengths, reduction=0.5)
+    x = torch.randn(3, 50, 4, generator=gen, dtype=torch.float64) * 3.0
+    scores = normalize_scores(torch.rand(3, 50, generator=gen, dtype=torch.float64) + 0.05, outs, lengths)
+    scores.requires_grad_(tracked)
+    feature = diffres_planes(x, scores, outs, lengths)
+    assert feature.shape == (3, 3, 25, 4)
+    table = ref_table(50, 4)
+    for b, (n, out) in enumerate(zip(lengths.tolist(), outs.tolist(), strict=True)):
+        ref = ref_merges(x[b, :n].numpy(), scores[b, :n].detach().numpy(), out)
+        eps = math.log(1e-12)
+        expected = [np.logaddexp(ref["log_average"], eps), np.logaddexp(ref["log_maximum"], eps)]
+        expected.append(ref_weights(scores[b, :n].detach().numpy(), out).T @ table[:n])
+        for plane in range(3):
+            np.testing.assert_allclose(feature[b, plane, :out].detach().numpy(), expected[plane], rtol=1e-9, atol=1e-12)
+        assert torch.all(feature[b, :, out:] == 0)
+
+
+def test_padding_garbage_never_reaches_the_output():
+    gen = torch.Generator().manual_seed(12)
+    lengths = torch.tensor([20, 12])
+    x = torch.rand(2, 20, 3, generator=gen)
+    x[1, 12:] = float("nan")
+    scores = normalize_scores(torch.rand(2, 20, generator=gen) + 0.05, 8, lengths)
+    outputs = [
+        merge_average(x, scores, 8, lengths),
+        merge_max(x, scores, 8, lengths),
+        *merge_log(x, scores, 8, lengths),
+    ]
+    outputs.append(diffres_planes(x, scores, 8, lengths))
+    for out in outputs:
+        assert torch.isfinite(out).all()
 
 
 # --------------------------------------------------------------------------------------------

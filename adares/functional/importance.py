@@ -14,6 +14,8 @@ from adares.errors import ParameterError
 
 __all__ = ["spectral_flux"]
 
+_BLOCK_ELEMENTS = 1 << 22  # elements of log_mel per block of frame differences (16 MiB float32)
+
 
 def spectral_flux(log_mel: Tensor, lengths: Tensor | None = None, *, floor: float = 0.05) -> Tensor:
     """Raw importance from the positive spectral flux of a log-mel, in ``(0, 1]``.
@@ -35,8 +37,8 @@ def spectral_flux(log_mel: Tensor, lengths: Tensor | None = None, *, floor: floa
     -------
     torch.Tensor [shape=(B, T)]
         Raw scores in ``[floor, 1]`` on valid frames (``floor`` everywhere for a steady item),
-        0 on padding frames. Not differentiable in any useful way (a max and a ReLU); meant for
-        inference and baselines.
+        0 on padding frames. Not differentiable (computed without autograd); meant for inference
+        and baselines.
 
     Raises
     ------
@@ -59,8 +61,13 @@ def spectral_flux(log_mel: Tensor, lengths: Tensor | None = None, *, floor: floa
         if batch and (int(lengths.min()) < 1 or int(lengths.max()) > frames):
             raise ParameterError(f"lengths must lie in [1, {frames}], got {lengths.tolist()}")
     mask = torch.arange(frames, device=log_mel.device)[None, :] < lengths[:, None]
-    rise = (log_mel[:, 1:] - log_mel[:, :-1]).clamp_min(0.0).mean(-1)
-    flux = torch.nn.functional.pad(rise, (1, 0))
+    flux = log_mel.new_zeros(batch, frames)
+    # Blocks of frames: the frame differences of an hour-long input would be another [T, F] copy.
+    block = max(1, _BLOCK_ELEMENTS // max(1, batch * log_mel.shape[2]))
+    with torch.no_grad():
+        for t0 in range(1, frames, block):
+            t1 = min(frames, t0 + block)
+            flux[:, t0:t1] = (log_mel[:, t0:t1] - log_mel[:, t0 - 1 : t1 - 1]).clamp_min_(0.0).mean(-1)
     # The step into the first padding frame (and beyond) is not a frame of the item.
     flux = torch.where(mask, torch.nan_to_num(flux, nan=0.0, posinf=0.0), 0.0)
     peak = flux.amax(1, keepdim=True)

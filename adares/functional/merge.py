@@ -42,6 +42,7 @@ __all__ = [
     "merge_average",
     "merge_max",
     "merge_log",
+    "diffres_planes",
     "positional_table",
     "resolution_encoding",
     "spans",
@@ -49,8 +50,8 @@ __all__ = [
     "Compressed",
 ]
 
-# Elements of one block's scatter source ([B, frames, 2, F]); 2**23 float32 elements are 32 MiB.
-_BLOCK_ELEMENTS = 1 << 23
+# Elements of one block's scatter source ([B, frames, 2, F]); 2**22 float32 elements are 16 MiB.
+_BLOCK_ELEMENTS = 1 << 22
 # Raw scores below this are raised to it, so an item whose scores all underflow still normalises.
 _RAW_FLOOR = 1e-12
 # Slack allowed on score bounds checked at the boundary (scores are >= 0 and <= 1).
@@ -248,10 +249,11 @@ def normalize_scores(raw: Tensor, out_frames: int | Tensor, lengths: Tensor | No
 
 
 class _Pairs(NamedTuple):
-    """The non-zeros of ``W``: fine frame ``i`` gives weight ``weights[b, i, k]`` to output row
-    ``rows[b, i, k]``, ``k = 0, 1``; pairs with no weight point at the dump row ``R``."""
+    """The non-zeros of ``W``: fine frame ``i`` gives ``weights[b, i, k]`` to output frame
+    ``rows[b, i, k]``, ``k = 0, 1``. Pairs without overlap (and padding frames) have weight 0
+    and still point at a row of their own item, so a scatter never leaves the item's rows."""
 
-    rows: Tensor  # [B, T, 2] int64
+    rows: Tensor  # [B, T, 2] int64, in [0, T'_b)
     weights: Tensor  # [B, T, 2] float64
     counts: Tensor  # [B] int64, output frames per item
     lengths: Tensor  # [B] int64
@@ -272,11 +274,11 @@ def _pairs(scores: Tensor, out_frames: int | Tensor, lengths: Tensor | None) -> 
     split = torch.minimum(end, first + 1.0)
     weights = torch.stack([split - start, end - split], dim=-1)
     rows = torch.stack([first, first + 1.0], dim=-1).to(torch.int64)
-    num_rows = int(counts.max()) if batch else 0
-    # Rounding can push the last frame's end a hair past T'; that sliver goes to the dump row.
+    # Rounding can push the last frame's end a hair past T'; that sliver is dropped.
     keep = (weights > 0) & (rows < counts[:, None, None]) & mask[:, :, None]
-    rows = torch.where(keep, rows, num_rows)
+    rows = torch.minimum(rows, counts[:, None, None] - 1)
     weights = torch.where(keep, weights, 0.0)
+    num_rows = int(counts.max()) if batch else 0
     return _Pairs(rows, weights, counts, lengths, num_rows)
 
 
@@ -300,7 +302,7 @@ def overlap_weights(scores: Tensor, out_frames: int | Tensor, lengths: Tensor | 
         ``W[i, rows[b, i, k]]``; 0 where ``rows`` is -1. Differentiable with respect to ``scores``.
     """
     pairs = _pairs(scores, out_frames, lengths)
-    return torch.where(pairs.rows == pairs.num_rows, -1, pairs.rows), pairs.weights
+    return torch.where(pairs.weights > 0, pairs.rows, -1), pairs.weights
 
 
 def _block_frames(batch: int, features: int) -> int:
@@ -310,24 +312,24 @@ def _block_frames(batch: int, features: int) -> int:
 def _scatter(
     pairs: _Pairs,
     source: Callable[[int, int], Tensor],
+    out: Tensor,
+    base: Tensor,
     *,
-    features: int,
-    dtype: torch.dtype,
-    device: torch.device,
     reduce: str,
     whole: bool = False,
-    initial: float = 0.0,
 ) -> Tensor:
-    """Scatter ``source(t0, t1) -> [B, t1 - t0, 2, F]`` into ``[B, R + 1, F]`` (last row: dump).
+    """Scatter ``source(t0, t1) -> [B, t1 - t0, 2, F]`` into rows ``base[b] + rows`` of ``out``.
 
-    ``reduce`` is ``"sum"`` (index_add) or ``"amax"`` (scatter_reduce). Blocks of fine frames
-    bound the temporaries; ``whole`` forces one block (autograd through an in-place amax chain
-    is not possible, its backward needs each step's result).
+    ``out`` is 2-D ``[N, F]``; ``base[b]`` is the row of item ``b``'s output frame 0 in it, so
+    the target can be a plane of a larger buffer. ``reduce`` is ``"sum"`` (``index_add_``) or
+    ``"amax"`` (``scatter_reduce``). Blocks of fine frames bound the temporaries; ``whole``
+    forces one block and an out-of-place amax (autograd cannot go through a chain of in-place
+    maxima: each step's backward needs that step's result). Returns the filled tensor (``out``
+    itself, except for a whole amax).
     """
     batch, frames = pairs.rows.shape[:2]
-    stride = pairs.num_rows + 1
-    flat_rows = pairs.rows + (torch.arange(batch, device=device) * stride)[:, None, None]
-    out = torch.full((batch * stride, features), initial, dtype=dtype, device=device)
+    features = out.shape[1]
+    flat_rows = pairs.rows + base[:, None, None]
     block = frames if whole else _block_frames(batch, features)
     for t0 in range(0, frames, block):
         t1 = min(frames, t0 + block)
@@ -339,15 +341,24 @@ def _scatter(
             out = out.scatter_reduce(0, index[:, None].expand(-1, features), values, reduce="amax")
         else:
             out.scatter_reduce_(0, index[:, None].expand(-1, features), values, reduce="amax")
-    return out.view(batch, stride, features)
+    return out
 
 
 def _row_mask(pairs: _Pairs) -> Tensor:
     return _frame_mask(pairs.counts, pairs.num_rows)[:, :, None]
 
 
+def _item_base(pairs: _Pairs, *, stride: int, offset: int = 0) -> Tensor:
+    return torch.arange(pairs.rows.shape[0], device=pairs.rows.device) * stride + offset
+
+
 def _needs_whole(*tensors: Tensor) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def _log_ratio(pairs: _Pairs, dtype: torch.dtype) -> Tensor:
+    """``ln(T/T')`` per item, ``[B, 1, 1]``: the reference's scale of the max merge."""
+    return torch.log(pairs.lengths.to(torch.float64) / pairs.counts.to(torch.float64)).to(dtype)[:, None, None]
 
 
 # --------------------------------------------------------------------------------------------
@@ -363,7 +374,7 @@ def merge_average(x: Tensor, scores: Tensor, out_frames: int | Tensor, lengths: 
     Parameters
     ----------
     x : torch.Tensor [shape=(B, T, F)]
-        Fine frames (linear power for DiffRes).
+        Fine frames (linear power for DiffRes). Padding frames may hold anything.
     scores : torch.Tensor [shape=(B, T)]
         Normalised scores, each in [0, 1], summing to ``T'`` per item.
     out_frames : int or torch.Tensor [shape=(B,)]
@@ -380,12 +391,17 @@ def merge_average(x: Tensor, scores: Tensor, out_frames: int | Tensor, lengths: 
     pairs = _pairs(scores, out_frames, lengths)
     _check_match(x, scores)
     weights = pairs.weights.to(x.dtype)
+    idle = weights <= 0
 
     def source(t0: int, t1: int) -> Tensor:
-        return x[:, t0:t1, None, :] * weights[:, t0:t1, :, None]
+        values = x[:, t0:t1, None, :] * weights[:, t0:t1, :, None]
+        # An idle pair must add exactly 0, also where x is not finite (padding garbage).
+        return values.masked_fill_(idle[:, t0:t1, :, None], 0.0)
 
-    out = _scatter(pairs, source, features=x.shape[2], dtype=x.dtype, device=x.device, reduce="sum")
-    return out[:, : pairs.num_rows]
+    batch, features = x.shape[0], x.shape[2]
+    out = x.new_zeros(batch * pairs.num_rows, features)
+    _scatter(pairs, source, out, _item_base(pairs, stride=pairs.num_rows), reduce="sum")
+    return out.view(batch, pairs.num_rows, features)
 
 
 def merge_max(x: Tensor, scores: Tensor, out_frames: int | Tensor, lengths: Tensor | None = None) -> Tensor:
@@ -410,28 +426,62 @@ def merge_max(x: Tensor, scores: Tensor, out_frames: int | Tensor, lengths: Tens
     pairs = _pairs(scores, out_frames, lengths)
     _check_match(x, scores)
     weights = pairs.weights.to(x.dtype)
+    idle = weights <= 0
 
     def source(t0: int, t1: int) -> Tensor:
         values = x[:, t0:t1, None, :] * weights[:, t0:t1, :, None]
-        # Pairs without weight go to the dump row; -inf keeps them out of any real maximum.
-        return values.masked_fill((weights[:, t0:t1] <= 0)[..., None], float("-inf"))
+        return values.masked_fill_(idle[:, t0:t1, :, None], float("-inf"))  # never wins a maximum
 
+    batch, features = x.shape[0], x.shape[2]
     tracked = _needs_whole(x, scores)
-    out = _scatter(
-        pairs,
-        source,
-        features=x.shape[2],
-        dtype=x.dtype,
-        device=x.device,
-        reduce="amax",
-        whole=tracked,
-        initial=float("-inf"),
-    )[:, : pairs.num_rows]
-    ratio = (pairs.lengths.to(torch.float64) / pairs.counts.to(torch.float64)).to(x.dtype)[:, None, None]
+    out = x.new_full((batch * pairs.num_rows, features), float("-inf"))
+    base = _item_base(pairs, stride=pairs.num_rows)
+    out = _scatter(pairs, source, out, base, reduce="amax", whole=tracked).view(batch, pairs.num_rows, features)
+    ratio = _log_ratio(pairs, x.dtype).exp()
     if tracked:
         return torch.where(_row_mask(pairs), out * ratio, 0.0)
     # Without autograd, in place: at an hour of frames every [T', F] copy is ~180 MB.
     return out.mul_(ratio).masked_fill_(~_row_mask(pairs), 0.0)
+
+
+def _log_scatter(
+    log_x: Tensor,
+    pairs: _Pairs,
+    *,
+    total: Tensor,
+    total_base: Tensor,
+    peak: Tensor,
+    peak_base: Tensor,
+    tracked: bool,
+) -> tuple[Tensor, Tensor]:
+    """Fill ``peak`` (initially -inf) with ``max_i (ln W[i, j] + log_x_i)`` and ``total``
+    (initially 0) with ``Σ_i exp(ln W[i, j] + log_x_i - peak_j)``; see :func:`_scatter` for the
+    row layout. Returns ``(total, peak)`` (``peak`` is a new tensor when ``tracked``)."""
+    dtype = log_x.dtype
+    positive = pairs.weights > 0
+    # log W; the inner where keeps log(0) (and its infinite derivative) out of the graph.
+    log_w = torch.where(positive, torch.log(torch.where(positive, pairs.weights, 1.0)), float("-inf")).to(dtype)
+    idle = ~positive
+    features = log_x.shape[2]
+
+    def shifted(t0: int, t1: int) -> Tensor:
+        values = log_x[:, t0:t1, None, :] + log_w[:, t0:t1, :, None]
+        return values.masked_fill_(idle[:, t0:t1, :, None], float("-inf"))  # also where log_x is NaN
+
+    peak = _scatter(pairs, shifted, peak, peak_base, reduce="amax", whole=tracked)
+    # The shift cancels in the average, so it carries no gradient. A row nothing reaches holds
+    # -inf; a 0 shift there makes exp(-inf - 0) a clean 0 rather than NaN.
+    shift = peak.detach()
+    shift_rows = pairs.rows + peak_base[:, None, None]
+
+    def relative(t0: int, t1: int) -> Tensor:
+        rows = shift_rows[:, t0:t1]
+        offset = shift.index_select(0, rows.reshape(-1)).view(*rows.shape, features).nan_to_num_(neginf=0.0)
+        # In place: two block-sized temporaries rather than four (autograd allows it here).
+        return shifted(t0, t1).sub_(offset).exp_()
+
+    total = _scatter(pairs, relative, total, total_base, reduce="sum")
+    return total, peak
 
 
 def merge_log(
@@ -462,49 +512,27 @@ def merge_log(
     _check_features(log_x, "log_x")
     pairs = _pairs(scores, out_frames, lengths)
     _check_match(log_x, scores)
-    features, dtype, device = log_x.shape[2], log_x.dtype, log_x.device
-    positive = pairs.weights > 0
-    # log W; the inner where keeps log(0) (and its infinite derivative) out of the graph.
-    log_w = torch.where(positive, torch.log(torch.where(positive, pairs.weights, 1.0)), float("-inf")).to(dtype)
-
-    def shifted(t0: int, t1: int) -> Tensor:
-        return log_x[:, t0:t1, None, :] + log_w[:, t0:t1, :, None]
-
+    batch, features, rows = log_x.shape[0], log_x.shape[2], pairs.num_rows
     tracked = _needs_whole(log_x, scores)
-    peak = _scatter(
+    base = _item_base(pairs, stride=rows)
+    total, peak = _log_scatter(
+        log_x,
         pairs,
-        shifted,
-        features=features,
-        dtype=dtype,
-        device=device,
-        reduce="amax",
-        whole=tracked,
-        initial=float("-inf"),
+        total=log_x.new_zeros(batch * rows, features),
+        total_base=base,
+        peak=log_x.new_full((batch * rows, features), float("-inf")),
+        peak_base=base,
+        tracked=tracked,
     )
-    # The shift cancels in the average, so it carries no gradient. Rows nothing reaches (padding,
-    # the dump row) hold -inf; a 0 shift there makes exp(-inf - 0) a clean 0 rather than NaN.
-    shift = peak.detach().reshape(-1, features)
-    flat_rows = pairs.rows + (torch.arange(pairs.rows.shape[0], device=device) * (pairs.num_rows + 1))[:, None, None]
-
-    def relative(t0: int, t1: int) -> Tensor:
-        rows = flat_rows[:, t0:t1]
-        offset = torch.nan_to_num(shift.index_select(0, rows.reshape(-1)), neginf=0.0).view(*rows.shape, features)
-        return torch.exp(shifted(t0, t1) - offset)
-
-    total = _scatter(pairs, relative, features=features, dtype=dtype, device=device, reduce="sum")
-    rows_ok = _row_mask(pairs)
-    num_rows = pairs.num_rows
-    peak, total = peak[:, :num_rows], total[:, :num_rows]
-    log_ratio = torch.log(pairs.lengths.to(torch.float64) / pairs.counts.to(torch.float64)).to(dtype)[:, None, None]
+    total, peak = total.view(batch, rows, features), peak.view(batch, rows, features)
+    valid = _row_mask(pairs)
     # On valid rows total >= 1 (the maximum contributes exp(0)), so the log is finite.
     if tracked:
-        average = torch.where(rows_ok, peak.detach() + torch.log(torch.where(rows_ok, total, 1.0)), 0.0)
-        maximum = torch.where(rows_ok, peak + log_ratio, 0.0)
-    else:
-        # In place (the average first: it reads the peak); every [T', F] copy counts at an hour.
-        average = total.log_().add_(peak).masked_fill_(~rows_ok, 0.0)
-        maximum = peak.add_(log_ratio).masked_fill_(~rows_ok, 0.0)
-    return average, maximum
+        average = torch.where(valid, peak.detach() + torch.log(torch.where(valid, total, 1.0)), 0.0)
+        return average, torch.where(valid, peak + _log_ratio(pairs, log_x.dtype), 0.0)
+    # In place (the average first: it reads the peak); every [T', F] copy counts at an hour.
+    average = total.log_().add_(peak).masked_fill_(~valid, 0.0)
+    return average, peak.add_(_log_ratio(pairs, log_x.dtype)).masked_fill_(~valid, 0.0)
 
 
 def _check_match(x: Tensor, scores: Tensor) -> None:
@@ -561,9 +589,8 @@ class _TableRotation:
 
     def __init__(self, frames: int, dim: int, *, dtype: torch.dtype, device: torch.device) -> None:
         self.dim, self.dtype, self.device = dim, dtype, device
-        self.inverse = torch.exp(
-            torch.arange(0, dim, 2, dtype=torch.float64, device=device) * (-math.log(10000.0) / dim)
-        )
+        exponent = torch.arange(0, dim, 2, dtype=torch.float64, device=device) * (-math.log(10000.0) / dim)
+        self.inverse = torch.exp(exponent)
         angle = torch.arange(frames, dtype=torch.float64, device=device)[:, None] * self.inverse[None, :]
         self.sin, self.cos = torch.sin(angle).to(dtype), torch.cos(angle).to(dtype)
 
@@ -576,6 +603,18 @@ class _TableRotation:
         half = self.dim // 2
         table[:, 1::2] = (base_cos * c0 - base_sin * s0)[:, :half]
         return table
+
+
+def _resolution_scatter(pairs: _Pairs, dim: int, out: Tensor, base: Tensor) -> Tensor:
+    weights = pairs.weights.to(out.dtype)
+    frames = pairs.rows.shape[1]
+    block = min(frames, _block_frames(pairs.rows.shape[0], dim))
+    rotate = _TableRotation(block, dim, dtype=out.dtype, device=out.device)
+
+    def source(t0: int, t1: int) -> Tensor:
+        return rotate(t0, t1)[None, :, None, :] * weights[:, t0:t1, :, None]
+
+    return _scatter(pairs, source, out, base, reduce="sum")
 
 
 def resolution_encoding(
@@ -608,16 +647,70 @@ def resolution_encoding(
     if isinstance(dim, bool) or not isinstance(dim, int) or dim < 1:
         raise ParameterError(f"dim must be a positive int, got {dim!r}")
     pairs = _pairs(scores, out_frames, lengths)
-    dtype = dtype or scores.dtype
-    weights = pairs.weights.to(dtype)
-    block = min(scores.shape[1], _block_frames(scores.shape[0], dim))
-    rotate = _TableRotation(block, dim, dtype=dtype, device=scores.device)
+    batch, rows = scores.shape[0], pairs.num_rows
+    out = torch.zeros(batch * rows, dim, dtype=dtype or scores.dtype, device=scores.device)
+    _resolution_scatter(pairs, dim, out, _item_base(pairs, stride=rows))
+    return out.view(batch, rows, dim)
 
-    def source(t0: int, t1: int) -> Tensor:
-        return rotate(t0, t1)[None, :, None, :] * weights[:, t0:t1, :, None]
 
-    out = _scatter(pairs, source, features=dim, dtype=dtype, device=scores.device, reduce="sum")
-    return out[:, : pairs.num_rows]
+# --------------------------------------------------------------------------------------------
+# the three DiffRes planes
+
+
+def diffres_planes(
+    log_x: Tensor, scores: Tensor, out_frames: int | Tensor, lengths: Tensor | None = None, *, eps: float = 1e-12
+) -> Tensor:
+    """The DiffRes feature: ``ln(avg + eps)``, ``ln(max + eps)`` and the resolution encoding.
+
+    Planes, per output frame ``j`` (the reference's formulas, computed as in :func:`merge_log`):
+    ``ln(Σ_i W[i, j]·exp(x_i) + eps)``, ``ln((T/T')·max_i W[i, j]·exp(x_i) + eps)`` and
+    ``Σ_i W[i, j]·PE_i`` with ``dim = F``. Without autograd every plane is built in place in the
+    one output buffer, so an hour of frames costs the output and small blocks, not copies.
+
+    Parameters
+    ----------
+    log_x : torch.Tensor [shape=(B, T, F)]
+        Natural-log power.
+    scores, out_frames, lengths
+        As in :func:`merge_average`.
+    eps : float
+        Added to the merged power before the log.
+
+    Returns
+    -------
+    torch.Tensor [shape=(B, 3, R, F)], dtype of ``log_x``
+        Rows past an item's ``T'_b`` are 0 in every plane.
+    """
+    _check_features(log_x, "log_x")
+    _check_match(log_x, scores)
+    if not eps > 0:
+        raise ParameterError(f"eps must be positive, got {eps}")
+    log_eps = torch.tensor(math.log(eps), dtype=log_x.dtype, device=log_x.device)
+    if _needs_whole(log_x, scores):
+        average, maximum = merge_log(log_x, scores, out_frames, lengths)
+        valid = _row_mask(_pairs(scores, out_frames, lengths))
+        resolution = resolution_encoding(scores, out_frames, log_x.shape[2], lengths, dtype=log_x.dtype)
+        planes = [torch.where(valid, torch.logaddexp(p, log_eps), 0.0) for p in (average, maximum)]
+        return torch.stack([*planes, resolution], dim=1)
+
+    pairs = _pairs(scores, out_frames, lengths)
+    batch, features, rows = log_x.shape[0], log_x.shape[2], pairs.num_rows
+    feature = log_x.new_empty(batch, 3, rows, features)
+    feature[:, 0] = 0.0
+    feature[:, 1] = float("-inf")
+    feature[:, 2] = 0.0
+    flat = feature.view(batch * 3 * rows, features)
+    base = _item_base(pairs, stride=3 * rows)
+    _log_scatter(log_x, pairs, total=flat, total_base=base, peak=flat, peak_base=base + rows, tracked=False)
+    average, maximum = feature[:, 0], feature[:, 1]
+    average.log_().add_(maximum)  # the average first: it reads the peak
+    maximum.add_(_log_ratio(pairs, log_x.dtype))
+    invalid = ~_row_mask(pairs)
+    for plane in (average, maximum):
+        torch.logaddexp(plane, log_eps, out=plane)
+        plane.masked_fill_(invalid, 0.0)
+    _resolution_scatter(pairs, features, flat, base + 2 * rows)
+    return feature
 
 
 # --------------------------------------------------------------------------------------------
