@@ -73,6 +73,9 @@ BUNDLE = "compressor"
 # Compressors whose output keeps the three DiffRes planes (averaged merge, max merge, resolution
 # encoding); the uniform baselines feed the classifier their single averaged plane.
 _THREE_PLANES = ("flux", "diffres")
+# The benchmark's classifier and estimator: sized so a run takes minutes on one CPU core.
+DEFAULT_WIDTHS = (32, 32, 64, 64, 64)
+DEFAULT_ESTIMATOR_CHANNELS = (32, 16, 8, 4, 1)
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,10 @@ class TrainConfig:
     mixup : float
         Beta(α, α) mixup of the classifier input; 0 disables it.
     planes : str
-        ``auto`` (three planes for ``flux``/``diffres``, one otherwise), ``avg`` or ``all``.
+        What the classifier reads from a compressor: ``avg`` (the averaged plane), ``stack`` (the
+        three DiffRes planes as extra input channels of the first convolution) or ``mix`` (the
+        three planes combined per mel bin by learned weights, nearly free); ``auto`` is ``mix``
+        for ``flux``/``diffres`` and ``avg`` otherwise.
     widths, kernel_size, pool_every, dropout
         Classifier settings (:class:`~adares.models.ConvClassifier`).
     estimator : dict
@@ -121,8 +127,8 @@ class TrainConfig:
     sr: int = 16000
     n_fft: int = 512
     seed: int = 0
-    epochs: int = 30
-    patience: int = 8
+    epochs: int = 25
+    patience: int = 6
     batch_size: int = 32
     lr: float = 3e-3
     compressor_lr: float | None = None
@@ -134,11 +140,11 @@ class TrainConfig:
     freq_width: int = 16
     mixup: float = 0.0
     planes: str = "auto"
-    widths: tuple[int, ...] = (64, 64, 128, 128)
-    kernel_size: int = 3
-    pool_every: int = 2
-    dropout: float = 0.2
-    estimator: dict[str, Any] = field(default_factory=dict)
+    widths: tuple[int, ...] = DEFAULT_WIDTHS
+    kernel_size: int = 5
+    pool_every: int = 1
+    dropout: float = 0.1
+    estimator: dict[str, Any] = field(default_factory=lambda: {"channels": list(DEFAULT_ESTIMATOR_CHANNELS)})
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
@@ -147,10 +153,10 @@ class TrainConfig:
             raise ParameterError(f"compressor must be one of {', '.join(COMPRESSORS)}; got {self.compressor!r}")
         if self.compressor != "none" and not 0.0 < self.reduction < 1.0:
             raise ParameterError(f"reduction must be in (0, 1), got {self.reduction}")
-        if self.planes not in ("auto", "avg", "all"):
-            raise ParameterError(f"planes must be auto, avg or all; got {self.planes!r}")
-        if self.planes == "all" and self.compressor == "none":
-            raise ParameterError("planes='all' needs a compressor; the fine log-mel has one plane")
+        if self.planes not in ("auto", "avg", "stack", "mix"):
+            raise ParameterError(f"planes must be auto, avg, stack or mix; got {self.planes!r}")
+        if self.planes in ("stack", "mix") and self.compressor not in _THREE_PLANES:
+            raise ParameterError(f"planes={self.planes!r} needs flux or diffres; {self.compressor} gives one plane")
         for name in ("epochs", "batch_size", "n_mels", "sr", "n_fft"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -163,11 +169,16 @@ class TrainConfig:
             raise ParameterError("mixup, guide_weight and weight_decay must be >= 0")
 
     @property
+    def plane_mode(self) -> str:
+        """``avg``, ``stack`` or ``mix``, with ``auto`` resolved."""
+        if self.planes == "auto":
+            return "mix" if self.compressor in _THREE_PLANES else "avg"
+        return self.planes
+
+    @property
     def num_planes(self) -> int:
         """Feature planes the classifier reads."""
-        if self.planes == "all" or (self.planes == "auto" and self.compressor in _THREE_PLANES):
-            return 3
-        return 1
+        return 1 if self.plane_mode == "avg" else 3
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form."""
@@ -431,6 +442,7 @@ def build_model(config: TrainConfig, *, n_classes: int) -> JointModel:
         n_mels=config.n_mels,
         n_classes=n_classes,
         in_channels=config.num_planes,
+        plane_mode="mix" if config.plane_mode == "mix" else "stack",
         widths=config.widths,
         kernel_size=config.kernel_size,
         pool_every=config.pool_every,

@@ -35,9 +35,10 @@ _DEFAULTS = TrainConfig()
 @click.option("--mixup", type=float, default=_DEFAULTS.mixup, help="Mixup Beta(α, α); 0 disables it.")
 @click.option(
     "--planes",
-    type=click.Choice(["auto", "avg", "all"]),
+    type=click.Choice(["auto", "avg", "stack", "mix"]),
     default=_DEFAULTS.planes,
-    help="Compressor planes the classifier reads (auto: all three for flux and diffres).",
+    help="What the classifier reads: the averaged plane, or the three DiffRes planes stacked or mixed "
+    "per mel bin (auto: mix for flux and diffres, avg otherwise).",
 )
 @click.option(
     "--cache-dir",

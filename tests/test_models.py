@@ -19,10 +19,14 @@ def _classifier(**kwargs) -> ConvClassifier:
     return ConvClassifier(**settings).eval()
 
 
-@pytest.mark.parametrize("in_channels", [1, 3])
+@pytest.mark.parametrize(("in_channels", "plane_mode"), [(1, "stack"), (3, "stack"), (3, "mix")])
 @pytest.mark.parametrize("pool_every", [0, 1, 2])
-def test_batch_consistency(in_channels, pool_every):
-    model = _classifier(in_channels=in_channels, pool_every=pool_every)
+def test_batch_consistency(in_channels, plane_mode, pool_every):
+    model = _classifier(in_channels=in_channels, plane_mode=plane_mode, pool_every=pool_every)
+    if plane_mode == "mix":
+        with torch.no_grad():
+            model.plane_weight.normal_()
+            model.plane_bias.normal_()
     lengths = torch.tensor([23, 9, 1, 16])
     batch = torch.randn(4, in_channels, 23, 16)
     # Garbage in the padding must not leak into the valid frames.
@@ -64,6 +68,17 @@ def test_macs_linear_in_frames_and_planes_paid_for():
     assert macs(one, 1, 40) == 40 * per_frame + head
     assert macs(three, 3, 40) == 40 * (per_frame + 2 * 16 * 3 * 8) + head
     assert macs(one, 1, 20) < macs(one, 1, 40)
+    # Mixed planes: one per-bin combination (C*F per frame), then the one-plane network.
+    mixed = _classifier(in_channels=3, plane_mode="mix", pool_every=0)
+    assert macs(mixed, 3, 40) == 40 * (per_frame + 3 * 16) + head
+
+
+def test_plane_mix_starts_as_the_first_plane():
+    mixed = _classifier(in_channels=3, plane_mode="mix")
+    single = _classifier(in_channels=1)
+    single.load_state_dict({k: v for k, v in mixed.state_dict().items() if not k.startswith("plane_")})
+    x = torch.randn(2, 3, 12, 16)
+    torch.testing.assert_close(mixed(x), single(x[:, :1]))
 
 
 def test_classifier_gradients_reach_input():
@@ -85,6 +100,7 @@ def test_classifier_gradients_reach_input():
         {"kernel_size": 4},
         {"dropout": 1.0},
         {"pool_every": -1},
+        {"plane_mode": "sum"},
     ],
 )
 def test_classifier_rejects_bad_arguments(kwargs):

@@ -199,7 +199,8 @@ def test_data_must_match_config(tmp_path):
     [
         {"compressor": "wavelet"},
         {"compressor": "diffres", "reduction": 1.0},
-        {"planes": "all"},
+        {"planes": "stack"},
+        {"compressor": "avgpool", "planes": "mix"},
         {"epochs": 0},
         {"lr": 0.0},
         {"mixup": -0.1},
@@ -213,7 +214,9 @@ def test_config_rejects_bad_settings(kwargs):
 def test_config_round_trip_and_unknown_keys():
     config = _config(compressor="diffres", reduction=0.75, estimator={"width": 8})
     assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
-    assert config.num_planes == 3 and _config(compressor="avgpool").num_planes == 1
+    assert config.num_planes == 3 and config.plane_mode == "mix"
+    assert _config(compressor="avgpool").num_planes == 1
+    assert _config(compressor="flux", planes="stack").plane_mode == "stack"
     with pytest.raises(ParameterError, match="unknown"):
         TrainConfig.from_dict({**config.to_dict(), "learning_rate": 1})
 
@@ -297,3 +300,20 @@ def test_train_from_audio_folder_is_reproducible(tmp_path):
     first = train(data_dir, tmp_path / "a", config, progress=False)
     second = train(data_dir, tmp_path / "b", config, progress=False, cache_dir=tmp_path / "cache")
     assert _comparable(first) == _comparable(second)
+
+
+def test_diffres_run_exports_a_loadable_bundle(tmp_path):
+    from adares.compressor import Compressor
+
+    config = _config(compressor="diffres", reduction=0.5, epochs=1, estimator={"channels": [4, 1]})
+    assert config.plane_mode == "mix"
+    metrics = _run(tmp_path, "run", config, _synthetic_set(config))
+    assert metrics["compressor_macs"] > 0
+    assert metrics["mean_output_frames"] < metrics["mean_frames"]
+    bundle = Compressor.load(tmp_path / "run" / "compressor")
+    assert bundle.reduction == 0.5
+    assert bundle.card["estimator"]["channels"] == [4, 1]
+    assert bundle.card["metrics"]["accuracy"] == metrics["accuracy"]
+    weights = load_file(tmp_path / "run" / WEIGHTS)
+    for name, tensor in bundle.estimator.state_dict().items():
+        assert torch.equal(weights[f"compressor.estimator.{name}"], tensor), name

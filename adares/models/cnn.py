@@ -83,9 +83,12 @@ class ConvClassifier(nn.Module):
     concatenated masked mean and max over time.
 
     How the input channels enter: ``in_channels`` feature planes of ``n_mels`` bins (for DiffRes:
-    averaged merge, max merge, resolution encoding) are stacked into ``in_channels * n_mels``
-    channels of the first convolution, so extra planes are paid for in that layer's
-    multiply-accumulates, which :func:`torch.utils.flop_counter` counts.
+    averaged merge, max merge, resolution encoding) either are stacked into
+    ``in_channels * n_mels`` channels of the first convolution (``plane_mode="stack"``), which
+    multiplies that layer's cost by ``in_channels``, or are mixed into one plane by a learned
+    per-bin linear combination (``plane_mode="mix"``: ``y_f = Σ_c w_cf x_cf + b_f``,
+    ``in_channels * n_mels`` MACs per frame). Either way :mod:`torch.utils.flop_counter` counts
+    the cost (the mix is an einsum, which it sees as a batched matrix product).
 
     Parameters
     ----------
@@ -95,6 +98,8 @@ class ConvClassifier(nn.Module):
         Number of output classes.
     in_channels : int
         Feature planes C (1 for a log-mel, 3 for the DiffRes feature).
+    plane_mode : {"stack", "mix"}
+        How several planes enter (see above); ignored for one plane.
     widths : sequence of int
         Output channels of each convolution block.
     kernel_size : int
@@ -111,6 +116,7 @@ class ConvClassifier(nn.Module):
         n_mels: int,
         n_classes: int,
         in_channels: int = 1,
+        plane_mode: str = "stack",
         widths: Sequence[int] = (64, 64, 128, 128),
         kernel_size: int = 3,
         pool_every: int = 2,
@@ -128,13 +134,26 @@ class ConvClassifier(nn.Module):
             raise ParameterError(f"pool_every must be >= 0, got {pool_every}")
         if not 0.0 <= dropout < 1.0:
             raise ParameterError(f"dropout must be in [0, 1), got {dropout}")
+        if plane_mode not in ("stack", "mix"):
+            raise ParameterError(f"plane_mode must be stack or mix, got {plane_mode!r}")
         self.n_mels = n_mels
         self.n_classes = n_classes
         self.in_channels = in_channels
         self.widths = tuple(int(w) for w in widths)
         self.kernel_size = kernel_size
         self.pool_every = pool_every
-        channels = in_channels * n_mels
+        self.plane_mode = plane_mode
+        mixing = plane_mode == "mix" and in_channels > 1
+        if mixing:
+            # Starts as the first plane alone (the averaged log-mel for DiffRes).
+            weight = torch.zeros(in_channels, n_mels)
+            weight[0] = 1.0
+            self.plane_weight = nn.Parameter(weight)
+            self.plane_bias = nn.Parameter(torch.zeros(n_mels))
+        else:
+            self.register_parameter("plane_weight", None)
+            self.register_parameter("plane_bias", None)
+        channels = (1 if mixing else in_channels) * n_mels
         self.convs = nn.ModuleList()
         self.norms = nn.ModuleList()
         for width in self.widths:
@@ -151,6 +170,7 @@ class ConvClassifier(nn.Module):
             "n_mels": self.n_mels,
             "n_classes": self.n_classes,
             "in_channels": self.in_channels,
+            "plane_mode": self.plane_mode,
             "widths": list(self.widths),
             "kernel_size": self.kernel_size,
             "pool_every": self.pool_every,
@@ -184,6 +204,9 @@ class ConvClassifier(nn.Module):
         if lengths is None:
             lengths = torch.full((batch,), frames, dtype=torch.long, device=feature.device)
         lengths = lengths.to(device=feature.device, dtype=torch.long)
+        if self.plane_weight is not None:
+            feature = (torch.einsum("bctf,cf->btf", feature, self.plane_weight) + self.plane_bias)[:, None]
+            planes = 1
         # [B, C, T, F] -> [B, C*F, T]: planes become extra channels of the first convolution.
         x = feature.permute(0, 1, 3, 2).reshape(batch, planes * bins, frames)
         mask = frame_mask(lengths, max_len=frames)
