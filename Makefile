@@ -42,6 +42,10 @@ bench-diffres: $(STAMP)
 bench-extract: $(STAMP)
 	$(PY) benchmarks/bench_extract.py --models none,flux --dask
 
+# Trains every configuration on every task (several seeds); needs `make data` first.
+bench-accuracy: $(STAMP)
+	$(PY) benchmarks/bench_accuracy.py
+
 bench: bench-frontend bench-diffres bench-extract bench-accuracy
 
 # Benchmark datasets (keywords, pitch, drums) from Debian audio tools; see benchmarks/data/README.md.

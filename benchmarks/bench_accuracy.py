@@ -1,0 +1,392 @@
+"""Accuracy against classifier compute: DiffRes and its baselines on the three benchmark tasks.
+
+Every configuration is trained by the same trainer (``adares.train``) with the same classifier,
+seeds and splits; only the temporal compressor changes. For each task and configuration: test
+accuracy (mean and spread over seeds) and the classifier's multiply-accumulates per clip, plus
+the paired difference of each ``diffres-*`` configuration against every baseline (mean and
+standard error over seeds; seeds vary a lot on a few hundred test clips, pairing removes the part
+of that variation the configurations share).
+
+    python benchmarks/bench_accuracy.py            # full: writes benchmarks/results/accuracy.json
+    python benchmarks/bench_accuracy.py --quick    # smoke run: small subsets, one seed, 2 epochs
+
+Runs go to ``benchmarks/cache/runs`` (git-ignored); a finished run is reused and an interrupted one
+resumes from its checkpoint, so rerunning the command only does what is missing. Fine log-mels are
+computed once per task and hop under ``benchmarks/cache``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "benchmarks" / "data" / "generated"
+CACHE = ROOT / "benchmarks" / "cache"
+RESULTS = ROOT / "benchmarks" / "results"
+TASKS = ("keywords", "pitch", "drums")
+
+# Settings every configuration shares (on top of adares.train.TrainConfig's defaults, which were
+# chosen for this benchmark): the comparison changes only the compressor.
+BASE: dict[str, Any] = {}
+QUICK: dict[str, Any] = {"epochs": 2, "patience": 2}
+QUICK_TRAIN_CLIPS = 192
+
+CONFIGS: dict[str, dict[str, Any]] = {
+    "fixed-10ms": {"compressor": "none", "hop": "10ms"},
+    "fixed-5ms": {"compressor": "none"},
+    "avgpool-0.5": {"compressor": "avgpool", "reduction": 0.5},
+    "avgpool-0.75": {"compressor": "avgpool", "reduction": 0.75},
+    "changehop-0.5": {"compressor": "changehop", "reduction": 0.5},
+    "changehop-0.75": {"compressor": "changehop", "reduction": 0.75},
+    "flux-0.5": {"compressor": "flux", "reduction": 0.5},
+    "flux-0.75": {"compressor": "flux", "reduction": 0.75},
+    "diffres-0.5": {"compressor": "diffres", "reduction": 0.5},
+    "diffres-0.75": {"compressor": "diffres", "reduction": 0.75},
+}
+BASELINES = [name for name in CONFIGS if not name.startswith("diffres")]
+
+# The paper's claims, as checks on the means: (left, relation, right, margin in points).
+CLAIMS = [
+    ("diffres-0.75", ">=", "fixed-5ms", -1.0),
+    ("diffres-0.75", ">", "avgpool-0.75", 0.0),
+    ("diffres-0.75", ">", "changehop-0.75", 0.0),
+    ("diffres-0.75", ">", "flux-0.75", 0.0),
+    ("diffres-0.5", ">=", "fixed-5ms", 0.0),
+    ("diffres-0.5", ">=", "fixed-10ms", 0.0),
+]
+
+
+def _config_hash(settings: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def _train_config(name: str, seed: int, quick: bool):
+    from adares.train import TrainConfig
+
+    settings = {**BASE, **(QUICK if quick else {}), **CONFIGS[name], "seed": seed}
+    return TrainConfig(**settings)
+
+
+_LOADED: dict[tuple[str, str], Any] = {}
+
+
+def _spectrograms(task: str, config) -> Any:
+    """Fine log-mels of a task at a front end; one load per worker process."""
+    from adares.train import load_spectrograms
+
+    frontend = config.frontend_config()
+    key = (task, json.dumps(frontend, sort_keys=True))
+    if key not in _LOADED:
+        _LOADED[key] = load_spectrograms(DATA / task, frontend=frontend, cache_dir=CACHE)
+    return _LOADED[key]
+
+
+def _subset(data, quick: bool):
+    if not quick:
+        return data
+    import torch
+
+    # A fixed, class-mixed subset of the training clips; validation and test stay whole.
+    train = data.splits["train"]
+    keep = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(0))[:QUICK_TRAIN_CLIPS]]
+    return dataclasses.replace(data, splits={**data.splits, "train": torch.sort(keep).values})
+
+
+def run_job(task: str, name: str, seed: int, quick: bool, threads: int) -> dict[str, Any]:
+    """Train one (task, configuration, seed); returns its metrics (reused when already done)."""
+    import torch
+
+    from adares.errors import ParameterError
+    from adares.train import train
+
+    torch.set_num_threads(threads)
+    config = _train_config(name, seed, quick)
+    data = _subset(_spectrograms(task, config), quick)
+    folder = CACHE / ("runs-quick" if quick else "runs") / task / f"{name}-{_config_hash(config.to_dict())}"
+    out = folder / f"seed{seed}"
+    try:
+        metrics = train(None, out, config, data=data, progress=False, export_bundle=False)
+    except ParameterError as error:
+        if "other settings" not in str(error):
+            raise
+        metrics = train(None, out, config, data=data, progress=False, export_bundle=False, resume=False)
+    return {
+        "task": task,
+        "config": name,
+        "seed": seed,
+        "accuracy": metrics["accuracy"],
+        "macs": metrics["macs"],
+        "compressor_macs": metrics["compressor_macs"],
+        "mean_frames": metrics["mean_frames"],
+        "mean_output_frames": metrics["mean_output_frames"],
+        "epochs_run": metrics["epochs_run"],
+        "best_epoch": metrics["best_epoch"],
+        "training_seconds": metrics["training_seconds"],
+        "run_dir": str(out.relative_to(ROOT)),
+    }
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """``{task: {config: {acc_mean, acc_std, macs, seeds, ...}}}`` with paired differences."""
+    table: dict[str, Any] = {}
+    for task in sorted({r["task"] for r in runs}, key=lambda t: TASKS.index(t) if t in TASKS else 99):
+        table[task] = {}
+        by_config: dict[str, dict[int, dict[str, Any]]] = {}
+        for run in runs:
+            if run["task"] == task:
+                by_config.setdefault(run["config"], {})[run["seed"]] = run
+        for name in [n for n in CONFIGS if n in by_config]:
+            seeds = sorted(by_config[name])
+            accuracies = [100.0 * by_config[name][s]["accuracy"] for s in seeds]
+            mean, std = _mean_std(accuracies)
+            first = by_config[name][seeds[0]]
+            table[task][name] = {
+                "acc_mean": mean,
+                "acc_std": std,
+                "macs": first["macs"],
+                "seeds": seeds,
+                "acc_per_seed": accuracies,
+                "compressor_macs": first["compressor_macs"],
+                "mean_output_frames": first["mean_output_frames"],
+                "mean_frames": first["mean_frames"],
+                "training_seconds_mean": _mean_std([by_config[name][s]["training_seconds"] for s in seeds])[0],
+            }
+        for name in [n for n in table[task] if n.startswith("diffres")]:
+            paired = {}
+            for baseline in [b for b in table[task] if not b.startswith("diffres")]:
+                common = sorted(set(by_config[name]) & set(by_config[baseline]))
+                if not common:
+                    continue
+                diffs = [
+                    100.0 * (by_config[name][s]["accuracy"] - by_config[baseline][s]["accuracy"]) for s in common
+                ]
+                mean, std = _mean_std(diffs)
+                paired[baseline] = {"mean": mean, "sem": std / math.sqrt(len(diffs)), "seeds": common}
+            table[task][name]["paired"] = paired
+    return table
+
+
+def check_claims(table: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each claim on each task: the two means, the paired difference and whether it holds."""
+    checks = []
+    for task, configs in table.items():
+        for left, relation, right, margin in CLAIMS:
+            if left not in configs or right not in configs:
+                continue
+            difference = configs[left]["acc_mean"] - configs[right]["acc_mean"]
+            holds = difference > margin if relation == ">" else difference >= margin
+            checks.append(
+                {
+                    "task": task,
+                    "claim": f"{left} {relation} {right}" + (f" {margin:+g} pt" if margin else ""),
+                    "difference": difference,
+                    "paired": configs[left].get("paired", {}).get(right),
+                    "holds": holds,
+                }
+            )
+    return checks
+
+
+def _plot(table: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    markers = {"fixed": "s", "avgpool": "v", "changehop": "^", "flux": "D", "diffres": "o"}
+    colors = {"fixed": "black", "avgpool": "tab:blue", "changehop": "tab:cyan", "flux": "tab:orange"}
+    colors["diffres"] = "tab:red"
+    figure, axes = plt.subplots(1, len(table), figsize=(4.6 * len(table), 4.0), squeeze=False)
+    for axis, (task, configs) in zip(axes[0], table.items(), strict=True):
+        for name, entry in configs.items():
+            family = name.rsplit("-", 1)[0] if not name.startswith("fixed") else "fixed"
+            axis.errorbar(
+                entry["macs"] / 1e6,
+                entry["acc_mean"],
+                yerr=entry["acc_std"],
+                marker=markers.get(family, "x"),
+                color=colors.get(family, "gray"),
+                capsize=3,
+                linestyle="none",
+            )
+            axis.annotate(name, (entry["macs"] / 1e6, entry["acc_mean"]), fontsize=7, xytext=(4, 2),
+                          textcoords="offset points")
+        axis.set_title(task)
+        axis.set_xlabel("classifier M MACs per clip")
+        axis.set_ylabel("test accuracy (%)")
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def _markdown(table: dict[str, Any], checks: list[dict[str, Any]], meta: dict[str, Any], plot: str) -> str:
+    lines = [
+        "## Accuracy against classifier compute",
+        "",
+        f"Generated by `make bench-accuracy` (`benchmarks/bench_accuracy.py`) on {meta['machine']}, "
+        f"{meta['date']}, commit `{meta['commit']}`; seeds {meta['seeds']}; {meta['jobs']} worker(s) × "
+        f"{meta['threads']} thread(s); {meta['wall_seconds'] / 60:.1f} min in all. Raw numbers: "
+        "`benchmarks/results/accuracy.json`.",
+        "",
+        "Every row is the same trainer and classifier (a 1-D CNN over time with the mel bins as channels; "
+        "settings in `accuracy.meta.json` → `base`), the same seeds and splits; only the temporal "
+        "compressor changes. All but `fixed-10ms` start from the 5 ms log-mel (16 kHz, 128 mels). "
+        "MACs: the classifier on one clip of the mean test length after compression "
+        "(`torch.utils.flop_counter`, flops / 2); the DiffRes estimator's own cost is the separate "
+        "`compressor_macs` column.",
+        "",
+    ]
+    for task, configs in table.items():
+        lines += [
+            f"### {task}",
+            "",
+            "| configuration | test accuracy (%) | per seed | classifier MACs / clip | frames "
+            "| estimator MACs / clip |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for name, e in configs.items():
+            per_seed = ", ".join(f"{a:.1f}" for a in e["acc_per_seed"])
+            lines.append(
+                f"| {name} | {e['acc_mean']:.2f} ± {e['acc_std']:.2f} | {per_seed} | {e['macs'] / 1e6:.2f} M | "
+                f"{e['mean_output_frames']:.0f} | {e['compressor_macs'] / 1e6:.2f} M |"
+            )
+        lines.append("")
+        for name in [n for n in configs if n.startswith("diffres")]:
+            paired = configs[name].get("paired", {})
+            if paired:
+                cells = "; ".join(f"{b}: {p['mean']:+.2f} ± {p['sem']:.2f}" for b, p in paired.items())
+                lines.append(f"Paired difference of `{name}` (points, mean ± s.e. over seeds): {cells}.")
+                lines.append("")
+    lines += ["### The paper's claims, task by task", "", "| task | claim | difference of means (pt) | holds |",
+              "| --- | --- | --- | --- |"]
+    for check in checks:
+        lines.append(
+            f"| {check['task']} | {check['claim']} | {check['difference']:+.2f} | "
+            f"{'yes' if check['holds'] else '**no**'} |"
+        )
+    lines += ["", f"![accuracy against classifier MACs]({plot})", ""]
+    return "\n".join(lines)
+
+
+BEGIN, END = "<!-- accuracy:begin -->", "<!-- accuracy:end -->"
+
+
+def write_results_section(path: Path, section: str, notes: str = "") -> None:
+    """Replace the accuracy section of RESULTS.md (between its markers), keeping other sections."""
+    block = f"{BEGIN}\n{section}\n{notes}{END}"
+    text = path.read_text() if path.is_file() else "# Benchmark results\n\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        text = head + block + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(text)
+
+
+def _commit() -> str:
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smoke run: subsets, one seed, 2 epochs")
+    parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks")
+    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated configurations")
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds [full: 0,1; quick: 0]")
+    parser.add_argument("--jobs", type=int, default=2, help="parallel training processes")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
+    parser.add_argument("--json", type=Path, default=None, help="[full: benchmarks/results/accuracy.json]")
+    parser.add_argument("--no-markdown", action="store_true", help="do not touch benchmarks/RESULTS.md")
+    args = parser.parse_args(argv)
+
+    tasks = [t for t in args.tasks.split(",") if t]
+    names = [n for n in args.configs.split(",") if n]
+    unknown = [n for n in names if n not in CONFIGS] + [t for t in tasks if not (DATA / t / "labels.csv").is_file()]
+    if unknown:
+        parser.error(f"unknown configuration or missing dataset (run `make data`): {', '.join(unknown)}")
+    seeds = [int(s) for s in (args.seeds or ("0" if args.quick else "0,1")).split(",")]
+    # A smoke run must not overwrite the committed results.
+    json_path = args.json or (CACHE / "accuracy-quick.json" if args.quick else RESULTS / "accuracy.json")
+
+    # Log-mels first, one process per (task, hop), so workers only ever read the cache.
+    began = time.perf_counter()
+    from adares.train import load_spectrograms
+
+    for task in tasks:
+        for frontend in sorted({json.dumps(_train_config(n, 0, False).frontend_config()) for n in names}):
+            load_spectrograms(DATA / task, frontend=json.loads(frontend), cache_dir=CACHE, progress=True)
+    print(f"log-mels ready in {time.perf_counter() - began:.0f} s", flush=True)
+
+    jobs = [(task, name, seed) for seed in seeds for task in tasks for name in names]
+    runs = []
+    with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {pool.submit(run_job, t, n, s, args.quick, args.threads): (t, n, s) for t, n, s in jobs}
+        for done, future in enumerate(as_completed(futures), 1):
+            run = future.result()
+            runs.append(run)
+            print(
+                f"[{done}/{len(jobs)}] {run['task']:9s} {run['config']:15s} seed {run['seed']}: "
+                f"{100 * run['accuracy']:.2f}%  {run['macs'] / 1e6:.2f} M MACs  "
+                f"{run['training_seconds']:.0f} s ({run['epochs_run']} epochs)",
+                flush=True,
+            )
+    table = aggregate(runs)
+    checks = check_claims(table)
+    meta = {
+        "date": time.strftime("%Y-%m-%d"),
+        "commit": _commit(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU(s), torch {__import__('torch').__version__}",
+        "seeds": seeds,
+        "jobs": args.jobs,
+        "threads": args.threads,
+        "quick": args.quick,
+        "base": _train_config("fixed-5ms", 0, args.quick).to_dict(),
+        "wall_seconds": time.perf_counter() - began,
+        "claims": checks,
+    }
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    # accuracy.json keeps the agreed schema {task: {config: {...}}}; run details go beside it.
+    json_path.write_text(json.dumps(table, indent=2) + "\n")
+    json_path.with_suffix(".meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    print(f"wrote {json_path} and {json_path.with_suffix('.meta.json').name}")
+    for check in checks:
+        verdict = "ok" if check["holds"] else "MISSED"
+        print(f"{check['task']:9s} {check['claim']:40s} {check['difference']:+6.2f}  {verdict}")
+    if not args.quick and not args.no_markdown:
+        plot = RESULTS / "accuracy.png"
+        _plot(table, plot)
+        section = _markdown(table, checks, meta, "results/accuracy.png")
+        write_results_section(ROOT / "benchmarks" / "RESULTS.md", section)
+        print("updated benchmarks/RESULTS.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
