@@ -47,6 +47,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from adares.atomic import atomic_open, atomic_write_text
 from adares.errors import ParameterError
 from adares.models import ConvClassifier, mixup, spec_augment
+from adares.units import to_samples
 
 __all__ = [
     "COMPRESSORS",
@@ -60,6 +61,8 @@ __all__ = [
     "evaluate",
     "classifier_macs",
     "train",
+    "MultiTaskModel",
+    "train_multitask",
 ]
 
 COMPRESSORS = ("none", "avgpool", "maxpool", "changehop", "flux", "diffres")
@@ -489,9 +492,16 @@ def compressor_macs(model: JointModel, *, frames: int) -> int:
 
 @torch.no_grad()
 def evaluate(
-    model: JointModel, data: SpectrogramSet, indices: Tensor, *, batch_size: int = 128
+    model: JointModel,
+    data: SpectrogramSet,
+    indices: Tensor,
+    *,
+    batch_size: int = 128,
+    reduction: float | None = None,
 ) -> dict[str, Any]:
     """Accuracy and mean cross-entropy of ``model`` (in eval mode) on the clips ``indices``.
+
+    ``reduction`` overrides the compressor's ρ.
 
     Returns
     -------
@@ -510,7 +520,7 @@ def evaluate(
         for start in range(0, len(indices), batch_size):
             positions = order[start : start + batch_size]
             log_mel, lengths, labels = data.batch(indices[positions])
-            feature, out_lengths, _ = model.features(log_mel, lengths)
+            feature, out_lengths, _ = model.features(log_mel, lengths, reduction=reduction)
             logits = model.classifier(feature, out_lengths)
             loss_sum += float(nn.functional.cross_entropy(logits, labels, reduction="sum"))
             predictions[positions] = logits.argmax(1)
@@ -920,3 +930,264 @@ def _finish(
     _write_json(out / METRICS, metrics)
     state["finished"] = True
     return metrics
+
+
+# ----------------------------------------------------------------------------------------------
+# Multi-task training: one shared DiffRes, one classifier per task, mixed hops and reductions
+
+
+class MultiTaskModel(nn.Module):
+    """A shared compressor with one classifier per task.
+
+    Parameters
+    ----------
+    compressor : nn.Module
+        Shared by every task (a :class:`~adares.diffres.DiffRes`).
+    classifiers : dict of str to ConvClassifier
+        One per task.
+    planes : int
+        Planes each classifier reads (see :class:`JointModel`).
+    """
+
+    def __init__(self, compressor: nn.Module, classifiers: dict[str, ConvClassifier], *, planes: int) -> None:
+        super().__init__()
+        self.compressor = compressor
+        self.classifiers = nn.ModuleDict(classifiers)
+        self.planes = planes
+
+    def task(self, name: str) -> JointModel:
+        """The compressor and the classifier of task ``name`` as one model (sharing the weights)."""
+        return JointModel(self.compressor, self.classifiers[name], planes=self.planes)
+
+
+def _multitask_epoch(
+    model: MultiTaskModel,
+    datasets: dict[str, dict[str, SpectrogramSet]],
+    optimizer: torch.optim.Optimizer,
+    config: TrainConfig,
+    epoch: int,
+    reductions: Sequence[float],
+) -> dict[str, float]:
+    generator = torch.Generator().manual_seed(_epoch_seed(config.seed, epoch))
+    torch.manual_seed(_epoch_seed(config.seed, epoch) + 1)
+    model.train()
+    plan: list[tuple[str, str, Tensor]] = []
+    for task in sorted(datasets):
+        hops = sorted(datasets[task])
+        any_set = datasets[task][hops[0]]
+        train = any_set.splits["train"]
+        order = train[torch.randperm(len(train), generator=generator)]
+        # Every clip once per epoch, at a hop drawn for it: the estimator sees all hops equally.
+        drawn = torch.randint(len(hops), (len(order),), generator=generator)
+        for index, hop in enumerate(hops):
+            plan += [(task, hop, chunk) for chunk in _batches(order[drawn == index], config.batch_size)]
+    records = []
+    for position in torch.randperm(len(plan), generator=generator).tolist():
+        task, hop, indices = plan[position]
+        reduction = reductions[int(torch.randint(len(reductions), (1,), generator=generator))]
+        log_mel, lengths, labels = datasets[task][hop].batch(indices)
+        records.append(
+            _train_step(model.task(task), log_mel, lengths, labels, optimizer, config, generator, reduction=reduction)
+        )
+    return _mean_records(records)
+
+
+def _multitask_scores(
+    model: MultiTaskModel, datasets: dict[str, dict[str, SpectrogramSet]], split: str, reductions: Sequence[float]
+) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
+    scores: dict[str, dict[str, dict[str, dict[str, float]]]] = {}
+    for task in sorted(datasets):
+        scores[task] = {}
+        for hop in sorted(datasets[task]):
+            data = datasets[task][hop]
+            scores[task][hop] = {}
+            for reduction in reductions:
+                result = evaluate(model.task(task), data, data.splits[split], reduction=reduction)
+                scores[task][hop][f"{reduction:g}"] = {"accuracy": result["accuracy"], "loss": result["loss"]}
+    return scores
+
+
+def _mean_score(scores: dict[str, Any], key: str) -> float:
+    values = [leaf[key] for hops in scores.values() for rhos in hops.values() for leaf in rhos.values()]
+    return sum(values) / len(values)
+
+
+def train_multitask(
+    datasets: dict[str, dict[str, SpectrogramSet]],
+    out_dir: str | os.PathLike[str],
+    config: TrainConfig,
+    *,
+    reductions: Sequence[float] = (0.5, 0.75),
+    validation_reductions: Sequence[float] | None = None,
+    bundle_name: str = "default",
+    bundle_description: str = "",
+    resume: bool = True,
+    progress: bool = True,
+    threads: int | None = None,
+    on_epoch_end: Callable[[int, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Train one DiffRes estimator on several tasks and hops at once; export it as a bundle.
+
+    Each epoch visits every training clip of every task once, at a hop drawn per clip and a
+    reduction drawn per batch, through the shared DiffRes and that task's classifier. Early
+    stopping watches the mean validation accuracy over tasks, hops and
+    ``validation_reductions``. The estimator is written as a compressor bundle to
+    ``out_dir/compressor`` whose card records the tasks, hops and reductions it was trained and
+    validated on, and its test accuracies.
+
+    Parameters
+    ----------
+    datasets : dict
+        ``{task: {hop: SpectrogramSet}}``, e.g. ``{"keywords": {"5ms": ...}}``; every set of a task
+        must hold the same clips and splits, each computed at its hop (``TrainConfig(hop=...)``'s
+        front end otherwise).
+    out_dir : str or os.PathLike
+    config : TrainConfig
+        ``compressor`` must be ``diffres``; ``hop`` is ignored (the hops are the datasets').
+    reductions : sequence of float
+        ρ values drawn per batch.
+    validation_reductions : sequence of float, optional
+        ρ values of the early-stopping criterion (default: the largest of ``reductions``).
+    bundle_name, bundle_description : str
+        Model-card name and description.
+    resume, progress, threads, on_epoch_end
+        As :func:`train`.
+
+    Returns
+    -------
+    dict
+        The content of ``out_dir/metrics.json``.
+    """
+    if config.compressor != "diffres":
+        raise ParameterError(f"multi-task training trains a DiffRes estimator; compressor is {config.compressor!r}")
+    if not datasets or any(not hops for hops in datasets.values()):
+        raise ParameterError("give at least one task with at least one hop")
+    if not reductions or any(not 0.0 < r < 1.0 for r in reductions):
+        raise ParameterError(f"reductions must lie in (0, 1), got {list(reductions)}")
+    reductions = [float(r) for r in reductions]
+    watched = [float(r) for r in (validation_reductions or [max(reductions)])]
+    for task, hops in datasets.items():
+        reference = next(iter(hops.values()))
+        for hop, data in hops.items():
+            expected = dataclasses.replace(config, hop=hop).frontend_config()
+            if data.frontend != expected:
+                raise ParameterError(
+                    f"{task} at {hop}: spectrograms were computed with {data.frontend}, not {expected}"
+                )
+            if data.classes != reference.classes or data.paths != reference.paths:
+                raise ParameterError(f"{task}: the sets of every hop must hold the same clips")
+    if threads is not None:
+        torch.set_num_threads(threads)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    description = {
+        "config": config.to_dict(),
+        "tasks": {
+            task: {
+                "classes": next(iter(hops.values())).classes,
+                "data": {hop: data.key for hop, data in sorted(hops.items())},
+            }
+            for task, hops in sorted(datasets.items())
+        },
+        "reductions": reductions,
+        "validation_reductions": watched,
+    }
+    torch.manual_seed(config.seed)
+    compressor = build_compressor(config)
+    classifiers = {
+        task: ConvClassifier(
+            n_mels=config.n_mels,
+            n_classes=len(next(iter(hops.values())).classes),
+            in_channels=config.num_planes,
+            plane_mode="mix" if config.plane_mode == "mix" else "stack",
+            widths=config.widths,
+            kernel_size=config.kernel_size,
+            pool_every=config.pool_every,
+            dropout=config.dropout,
+        )
+        for task, hops in sorted(datasets.items())
+    }
+    model = MultiTaskModel(compressor, classifiers, planes=config.num_planes)
+    groups = [{"params": list(model.classifiers.parameters()), "lr": config.lr, "peak_lr": config.lr}]
+    peak = config.lr if config.compressor_lr is None else config.compressor_lr
+    groups.append({"params": list(model.compressor.parameters()), "lr": peak, "peak_lr": peak})
+    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+
+    def validate() -> dict[str, Any]:
+        scores = _multitask_scores(model, datasets, "validation", watched)
+        return {"accuracy": _mean_score(scores, "accuracy"), "loss": _mean_score(scores, "loss"), "scores": scores}
+
+    with _deterministic():
+        state = _fit(
+            model,
+            optimizer,
+            config=config,
+            out=out,
+            description=description,
+            run_epoch=lambda epoch, opt: _multitask_epoch(model, datasets, opt, config, epoch, reductions),
+            validate=validate,
+            resume=resume,
+            progress=progress,
+            label=f"diffres × {len(datasets)} tasks",
+            on_epoch_end=on_epoch_end,
+        )
+        if state is None:
+            return json.loads((out / METRICS).read_text())
+        test = _multitask_scores(model, datasets, "test", reductions)
+        validation = _multitask_scores(model, datasets, "validation", reductions)
+
+    from adares.compressor import export_bundle as export
+
+    hops = sorted({hop for task_hops in datasets.values() for hop in task_hops})
+    frontend = dataclasses.replace(config, hop="5ms" if "5ms" in hops else hops[0]).frontend_config()
+    sets = {task: next(iter(task_hops.values())) for task, task_hops in datasets.items()}
+    bundle = export(
+        model.compressor,
+        out / BUNDLE,
+        frontend=frontend,
+        reduction=reductions[0],
+        name=bundle_name,
+        description=bundle_description,
+        training={
+            "tasks": sorted(datasets),
+            "hops": hops,
+            "reductions": reductions,
+            "clips": {task: {s: len(i) for s, i in d.splits.items()} for task, d in sorted(sets.items())},
+            "data": {task: info["data"] for task, info in description["tasks"].items()},
+            "config": config.to_dict(),
+            "best_epoch": state["best_epoch"],
+            "epochs_run": state["epoch"],
+            "training_seconds": round(state["seconds"], 1),
+        },
+        metrics={
+            "note": "accuracy of the jointly trained per-task classifiers on the held-out splits",
+            "test_accuracy": {t: {h: {r: v["accuracy"] for r, v in rs.items()} for h, rs in hs.items()}
+                              for t, hs in test.items()},
+            "val_accuracy": {t: {h: {r: v["accuracy"] for r, v in rs.items()} for h, rs in hs.items()}
+                             for t, hs in validation.items()},
+        },
+        validated={
+            "sr": [config.sr],
+            "hop_samples": sorted({to_samples(d.frontend["hop"], sr=d.frontend["sr"]) for d in _all_sets(datasets)}),
+            "preset": ["librosa"],
+            "reduction": sorted(reductions),
+        },
+    )
+    metrics = {
+        "description": description,
+        "test": test,
+        "validation": validation,
+        "best_epoch": state["best_epoch"],
+        "epochs_run": state["epoch"],
+        "history": [{k: v for k, v in r.items() if k != "scores"} for r in state["history"]],
+        "training_seconds": state["seconds"],
+        "bundle": {"name": bundle.name, "sha256": bundle.sha256},
+    }
+    _save_weights(out / WEIGHTS, model.state_dict(), {"description": json.dumps(description)})
+    _write_json(out / CONFIG, description)
+    _write_json(out / METRICS, metrics)
+    return metrics
+
+
+def _all_sets(datasets: dict[str, dict[str, SpectrogramSet]]) -> list[SpectrogramSet]:
+    return [data for hops in datasets.values() for data in hops.values()]

@@ -39,7 +39,8 @@ def _synthetic_set(config: TrainConfig, *, clips: int = 72, frames: int = 40) ->
         log_mel[item, :, band : band + 4] += 1.5
         log_mel[item, lengths[item] :] = log_mel[item, : lengths[item]].min()
     order = torch.arange(clips)
-    splits = {"train": order[:48], "validation": order[48:60], "test": order[60:]}
+    train, validation = 2 * clips // 3, 5 * clips // 6
+    splits = {"train": order[:train], "validation": order[train:validation], "test": order[validation:]}
     return SpectrogramSet(
         log_mel=log_mel,
         lengths=lengths,
@@ -84,7 +85,7 @@ def _comparable(metrics):
 
 
 def test_same_seed_same_run_and_other_seed_differs(tmp_path):
-    config = _config(mixup=0.3)
+    config = _config(mixup=0.3, epochs=2)
     data = _synthetic_set(config)
     first = _run(tmp_path, "a", config, data)
     second = _run(tmp_path, "b", config, data)
@@ -94,7 +95,7 @@ def test_same_seed_same_run_and_other_seed_differs(tmp_path):
     assert weights_a.keys() == weights_b.keys()
     for name in weights_a:
         assert torch.equal(weights_a[name], weights_b[name]), name
-    other = _run(tmp_path, "c", _config(mixup=0.3, seed=8), data)
+    other = _run(tmp_path, "c", _config(mixup=0.3, epochs=2, seed=8), data)
     assert _comparable(other)["history"] != _comparable(first)["history"]
 
 
@@ -317,3 +318,30 @@ def test_diffres_run_exports_a_loadable_bundle(tmp_path):
     weights = load_file(tmp_path / "run" / WEIGHTS)
     for name, tensor in bundle.estimator.state_dict().items():
         assert torch.equal(weights[f"compressor.estimator.{name}"], tensor), name
+
+
+def test_multitask_training_shares_one_estimator_and_exports_it(tmp_path):
+    from adares.compressor import Compressor
+    from adares.train import train_multitask
+
+    config = _config(compressor="diffres", epochs=1, estimator={"channels": [4, 1]})
+    datasets = {
+        task: {hop: _synthetic_set(_config(compressor="diffres", hop=hop), clips=36) for hop in ("2.5ms", "5ms")}
+        for task in ("a", "b")
+    }
+    metrics = train_multitask(datasets, tmp_path / "mt", config, reductions=(0.5, 0.75), progress=False)
+    assert set(metrics["test"]) == {"a", "b"}
+    assert set(metrics["test"]["a"]) == {"2.5ms", "5ms"}
+    assert set(metrics["test"]["a"]["5ms"]) == {"0.5", "0.75"}
+    bundle = Compressor.load(tmp_path / "mt" / "compressor")
+    assert bundle.sha256 == metrics["bundle"]["sha256"]
+    assert bundle.card["validated"]["hop_samples"] == [40, 80]
+    assert bundle.card["validated"]["reduction"] == [0.5, 0.75]
+    assert bundle.card["training"]["tasks"] == ["a", "b"]
+    assert bundle.card["frontend"]["hop_samples"] == 80
+    weights = load_file(tmp_path / "mt" / WEIGHTS)
+    assert {"classifiers.a.head.weight", "classifiers.b.head.weight"} <= set(weights)
+    for name, tensor in bundle.estimator.state_dict().items():
+        assert torch.equal(weights[f"compressor.estimator.{name}"], tensor), name
+    with pytest.raises(ParameterError, match="DiffRes"):
+        train_multitask(datasets, tmp_path / "x", _config(compressor="flux"), progress=False)
