@@ -48,6 +48,10 @@ bench-accuracy: $(STAMP)
 
 bench: bench-frontend bench-diffres bench-extract bench-accuracy
 
+# Rebuilds the shipped compressor adares/pretrained/default from scratch (needs `make data`).
+train-default: $(STAMP)
+	$(PY) adares/pretrained/make_default.py
+
 # Benchmark datasets (keywords, pitch, drums) from Debian audio tools; see benchmarks/data/README.md.
 data: $(STAMP)
 	bash benchmarks/data/install.sh

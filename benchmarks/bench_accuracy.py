@@ -54,8 +54,17 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "flux-0.75": {"compressor": "flux", "reduction": 0.75},
     "diffres-0.5": {"compressor": "diffres", "reduction": 0.5},
     "diffres-0.75": {"compressor": "diffres", "reduction": 0.75},
+    # Frozen features, then the same classifier as fixed-5ms: the shipped default compressor's
+    # output of `adares extract`, uniform pooling to the same number of frames, and the
+    # training-free flux merge through `adares extract --model flux`.
+    "default-0.5": {"features": "default", "reduction": 0.5},
+    "default-0.75": {"features": "default", "reduction": 0.75},
+    "uniform-0.5": {"features": "uniform", "reduction": 0.5},
+    "uniform-0.75": {"features": "uniform", "reduction": 0.75},
+    "flux-extract-0.5": {"features": "flux", "reduction": 0.5},
+    "flux-extract-0.75": {"features": "flux", "reduction": 0.75},
 }
-BASELINES = [name for name in CONFIGS if not name.startswith("diffres")]
+LEARNED = ("diffres", "default")
 
 # The paper's claims, as checks on the means: (left, relation, right, margin in points).
 CLAIMS = [
@@ -65,7 +74,11 @@ CLAIMS = [
     ("diffres-0.75", ">", "flux-0.75", 0.0),
     ("diffres-0.5", ">=", "fixed-5ms", 0.0),
     ("diffres-0.5", ">=", "fixed-10ms", 0.0),
+    ("default-0.75", ">", "uniform-0.75", 0.0),
+    ("default-0.75", ">=", "flux-extract-0.75", 0.0),
 ]
+# And on the mean over tasks: (left, right, margin): left >= right + margin.
+AVERAGE_CLAIMS = [("default-0.75", "fixed-5ms", -0.5)]
 
 
 def _config_hash(settings: dict[str, Any]) -> str:
@@ -75,8 +88,88 @@ def _config_hash(settings: dict[str, Any]) -> str:
 def _train_config(name: str, seed: int, quick: bool):
     from adares.train import TrainConfig
 
-    settings = {**BASE, **(QUICK if quick else {}), **CONFIGS[name], "seed": seed}
+    spec = CONFIGS[name]
+    # Frozen features are classified like the fine log-mel: no compressor inside the trainer.
+    own = {"compressor": "none"} if "features" in spec else spec
+    settings = {**BASE, **(QUICK if quick else {}), **own, "seed": seed}
     return TrainConfig(**settings)
+
+
+def _is_learned(name: str) -> bool:
+    return name.split("-")[0] in LEARNED
+
+
+def _extract_dir(task: str, kind: str, reduction: float) -> Path:
+    if kind == "default":
+        from adares.compressor import Compressor
+
+        # The bundle's digest in the name: features of a retrained default never mix with old ones.
+        return CACHE / "extract" / task / f"default-{reduction:g}-{Compressor.from_pretrained('default').sha256[:12]}"
+    return CACHE / "extract" / task / f"{kind}-{reduction:g}"
+
+
+def extract_features(task: str, kind: str, reduction: float, *, jobs: int) -> Path:
+    """Run `adares extract --model KIND` over a task folder (it resumes, so reruns are cheap)."""
+    out = _extract_dir(task, kind, reduction)
+    command = [
+        sys.executable, "-m", "adares.cli", "extract", "--model", kind, "--reduction", f"{reduction:g}",
+        "--hop", "5ms", "--n-mels", "128", "-j", str(jobs), "-q", str(DATA / task), str(out),
+    ]
+    subprocess.run(command, check=True)
+    return out
+
+
+def _frozen_set(task: str, name: str, config) -> Any:
+    """Frozen compressed features of a task as a SpectrogramSet the trainer classifies."""
+    import torch
+
+    from adares.diffres import AvgPoolCompressor
+    from adares.features import load_features
+    from adares.store import read_jsonl
+
+    spec = CONFIGS[name]
+    fine = _spectrograms(task, config)
+    if spec["features"] == "uniform":
+        pool = AvgPoolCompressor(fine.log_mel.shape[-1], reduction=spec["reduction"]).eval()
+        rows, lengths = [], []
+        with torch.no_grad():
+            for start in range(0, len(fine.lengths), 256):
+                out = pool(fine.log_mel[start : start + 256], fine.lengths[start : start + 256])
+                rows += [out.avg[i, : out.lengths[i]] for i in range(len(out.lengths))]
+                lengths.append(out.lengths)
+        key = f"uniform-{spec['reduction']:g}:{fine.key}"
+    else:
+        folder = _extract_dir(task, spec["features"], spec["reduction"])
+        records = read_jsonl(folder / "manifest.jsonl")
+        outputs = {r["source"]: r["output"] for r in records if r["status"] in ("ok", "skipped")}
+        missing = [p for p in fine.paths if p not in outputs]
+        if missing:
+            raise RuntimeError(f"{folder}: no features for {len(missing)} clips (first: {missing[0]})")
+        features = [load_features(folder / outputs[path]) for path in fine.paths]
+        rows = [torch.from_numpy(f.mel) for f in features]
+        lengths = [torch.tensor([len(r) for r in rows])]
+        digest = features[0].meta.get("compressor_sha256") or spec["features"]
+        key = f"{spec['features']}-{spec['reduction']:g}:{digest}:{fine.key}"
+    lengths = torch.cat(lengths)
+    padded = torch.empty(len(rows), int(lengths.max()), fine.log_mel.shape[-1])
+    for item, row in enumerate(rows):
+        padded[item, : len(row)] = row
+        padded[item, len(row) :] = row.min()
+    return dataclasses.replace(fine, log_mel=padded, lengths=lengths, key=hashlib.sha256(key.encode()).hexdigest())
+
+
+def _estimator_macs(task: str, config) -> int:
+    """MACs of the default bundle's estimator on one clip of the task's mean fine length."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from adares.compressor import Compressor
+
+    frames = round(float(_spectrograms(task, config).lengths.float().mean()))
+    estimator = Compressor.from_pretrained("default").estimator
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        estimator(torch.zeros(1, frames, estimator.n_mels))
+    return int(counter.get_total_flops() // 2)
 
 
 _LOADED: dict[tuple[str, str], Any] = {}
@@ -113,7 +206,10 @@ def run_job(task: str, name: str, seed: int, quick: bool, threads: int) -> dict[
 
     torch.set_num_threads(threads)
     config = _train_config(name, seed, quick)
-    data = _subset(_spectrograms(task, config), quick)
+    if "features" in CONFIGS[name]:
+        data = _subset(_frozen_set(task, name, config), quick)
+    else:
+        data = _subset(_spectrograms(task, config), quick)
     folder = CACHE / ("runs-quick" if quick else "runs") / task / f"{name}-{_config_hash(config.to_dict())}"
     out = folder / f"seed{seed}"
     try:
@@ -128,7 +224,9 @@ def run_job(task: str, name: str, seed: int, quick: bool, threads: int) -> dict[
         "seed": seed,
         "accuracy": metrics["accuracy"],
         "macs": metrics["macs"],
-        "compressor_macs": metrics["compressor_macs"],
+        "compressor_macs": _estimator_macs(task, config)
+        if CONFIGS[name].get("features") == "default"
+        else metrics["compressor_macs"],
         "mean_frames": metrics["mean_frames"],
         "mean_output_frames": metrics["mean_output_frames"],
         "epochs_run": metrics["epochs_run"],
@@ -170,9 +268,9 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 "mean_frames": first["mean_frames"],
                 "training_seconds_mean": _mean_std([by_config[name][s]["training_seconds"] for s in seeds])[0],
             }
-        for name in [n for n in table[task] if n.startswith("diffres")]:
+        for name in [n for n in table[task] if _is_learned(n)]:
             paired = {}
-            for baseline in [b for b in table[task] if not b.startswith("diffres")]:
+            for baseline in [b for b in table[task] if not _is_learned(b)]:
                 common = sorted(set(by_config[name]) & set(by_config[baseline]))
                 if not common:
                     continue
@@ -203,6 +301,20 @@ def check_claims(table: dict[str, Any]) -> list[dict[str, Any]]:
                     "holds": holds,
                 }
             )
+    for left, right, margin in AVERAGE_CLAIMS:
+        tasks = [t for t, configs in table.items() if left in configs and right in configs]
+        if not tasks:
+            continue
+        difference = sum(table[t][left]["acc_mean"] - table[t][right]["acc_mean"] for t in tasks) / len(tasks)
+        checks.append(
+            {
+                "task": "mean",
+                "claim": f"{left} >= {right} {margin:+g} pt (mean over {', '.join(tasks)})",
+                "difference": difference,
+                "paired": None,
+                "holds": difference >= margin,
+            }
+        )
     return checks
 
 
@@ -212,9 +324,10 @@ def _plot(table: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    markers = {"fixed": "s", "avgpool": "v", "changehop": "^", "flux": "D", "diffres": "o"}
+    markers = {"fixed": "s", "avgpool": "v", "changehop": "^", "flux": "D", "diffres": "o", "default": "*"}
+    markers.update({"uniform": "<", "flux-extract": "d"})
     colors = {"fixed": "black", "avgpool": "tab:blue", "changehop": "tab:cyan", "flux": "tab:orange"}
-    colors["diffres"] = "tab:red"
+    colors.update({"diffres": "tab:red", "default": "tab:purple", "uniform": "tab:green", "flux-extract": "tab:brown"})
     figure, axes = plt.subplots(1, len(table), figsize=(4.6 * len(table), 4.0), squeeze=False)
     for axis, (task, configs) in zip(axes[0], table.items(), strict=True):
         for name, entry in configs.items():
@@ -272,7 +385,7 @@ def _markdown(table: dict[str, Any], checks: list[dict[str, Any]], meta: dict[st
                 f"{e['mean_output_frames']:.0f} | {e['compressor_macs'] / 1e6:.2f} M |"
             )
         lines.append("")
-        for name in [n for n in configs if n.startswith("diffres")]:
+        for name in [n for n in configs if _is_learned(n)]:
             paired = configs[name].get("paired", {})
             if paired:
                 cells = "; ".join(f"{b}: {p['mean']:+.2f} ± {p['sem']:.2f}" for b, p in paired.items())
@@ -318,7 +431,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="smoke run: subsets, one seed, 2 epochs")
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks")
-    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated configurations")
+    parser.add_argument(
+        "--configs", default=None, help="comma-separated configurations [all; default-* only once a default ships]"
+    )
     parser.add_argument("--seeds", default=None, help="comma-separated seeds [full: 0,1; quick: 0]")
     parser.add_argument("--jobs", type=int, default=2, help="parallel training processes")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process")
@@ -327,7 +442,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     tasks = [t for t in args.tasks.split(",") if t]
-    names = [n for n in args.configs.split(",") if n]
+    from adares.compressor import Compressor
+
+    shipped = "default" in Compressor.available()
+    names = [n for n in (args.configs or ",".join(CONFIGS)).split(",") if n]
+    if args.configs is None and not shipped:
+        print("no default compressor shipped yet (make train-default): skipping default-*", flush=True)
+        names = [n for n in names if CONFIGS[n].get("features") != "default"]
     unknown = [n for n in names if n not in CONFIGS] + [t for t in tasks if not (DATA / t / "labels.csv").is_file()]
     if unknown:
         parser.error(f"unknown configuration or missing dataset (run `make data`): {', '.join(unknown)}")
@@ -343,6 +464,13 @@ def main(argv: list[str] | None = None) -> int:
         for frontend in sorted({json.dumps(_train_config(n, 0, False).frontend_config()) for n in names}):
             load_spectrograms(DATA / task, frontend=json.loads(frontend), cache_dir=CACHE, progress=True)
     print(f"log-mels ready in {time.perf_counter() - began:.0f} s", flush=True)
+    frozen = [CONFIGS[n] for n in names if CONFIGS[n].get("features") in ("default", "flux")]
+    extracted = sorted({(spec["features"], spec["reduction"]) for spec in frozen})
+    for task in tasks:
+        for kind, reduction in extracted:
+            began_extract = time.perf_counter()
+            extract_features(task, kind, reduction, jobs=args.jobs)
+            print(f"extracted {task} with {kind} at {reduction:g} ({time.perf_counter() - began_extract:.0f} s)")
 
     jobs = [(task, name, seed) for seed in seeds for task in tasks for name in names]
     runs = []
