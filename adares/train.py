@@ -99,6 +99,12 @@ class TrainConfig:
         Seeds weights, data order, augmentation and dropout.
     epochs, patience : int
         Most epochs; stop after ``patience`` epochs without a better validation accuracy.
+    min_epochs : int
+        Epochs before early stopping is armed: earlier epochs are neither kept as the best
+        model nor counted against the patience. At the start of the cosine schedule the
+        learning rate is high and validation accuracy swings by tens of points from one epoch
+        to the next (batch-norm statistics chase the last batches), so stopping or selecting
+        there measures luck.
     batch_size : int
     lr, compressor_lr : float
         Peak learning rates (AdamW, cosine decay) of the classifier and of the compressor's
@@ -132,6 +138,7 @@ class TrainConfig:
     seed: int = 0
     epochs: int = 25
     patience: int = 6
+    min_epochs: int = 12
     batch_size: int = 32
     lr: float = 3e-3
     compressor_lr: float | None = None
@@ -166,6 +173,8 @@ class TrainConfig:
                 raise ParameterError(f"{name} must be a positive integer, got {value!r}")
         if self.patience < 1:
             raise ParameterError(f"patience must be >= 1, got {self.patience}")
+        if not 0 <= self.min_epochs <= self.epochs:
+            raise ParameterError(f"min_epochs must lie in [0, epochs], got {self.min_epochs}")
         if self.lr <= 0 or (self.compressor_lr is not None and self.compressor_lr < 0):
             raise ParameterError("learning rates must be positive")
         if self.mixup < 0 or self.guide_weight < 0 or self.weight_decay < 0:
@@ -826,8 +835,10 @@ def _fit(
             state["history"].append(record)
             state["seconds"] += record["seconds"]
             state["epoch"] = epoch + 1
-            better = validation["accuracy"] > state["best_accuracy"] or (
-                validation["accuracy"] == state["best_accuracy"] and validation["loss"] < state["best_loss"]
+            armed = epoch + 1 >= config.min_epochs
+            better = armed and (
+                validation["accuracy"] > state["best_accuracy"]
+                or (validation["accuracy"] == state["best_accuracy"] and validation["loss"] < state["best_loss"])
             )
             if better:
                 state.update(
@@ -837,7 +848,7 @@ def _fit(
                     bad_epochs=0,
                     best_state=_state_to_cpu(model.state_dict()),
                 )
-            else:
+            elif armed:
                 state["bad_epochs"] += 1
             state["finished"] = state["epoch"] >= config.epochs or state["bad_epochs"] >= config.patience
             _save_checkpoint(

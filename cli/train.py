@@ -28,6 +28,9 @@ _DEFAULTS = TrainConfig()
 @click.option("--seed", type=int, default=_DEFAULTS.seed, help="Seeds weights, data order and augmentation.")
 @click.option("--epochs", type=int, default=_DEFAULTS.epochs, help="Most epochs.")
 @click.option("--patience", type=int, default=_DEFAULTS.patience, help="Early stopping patience (epochs).")
+@click.option(
+    "--min-epochs", type=int, default=_DEFAULTS.min_epochs, help="Epochs before early stopping and selection start."
+)
 @click.option("--batch-size", type=int, default=_DEFAULTS.batch_size)
 @click.option("--lr", type=float, default=_DEFAULTS.lr, help="Peak learning rate of the classifier.")
 @click.option("--compressor-lr", type=float, default=None, help="Peak learning rate of the estimator [default: --lr].")
@@ -61,6 +64,7 @@ def train_command(
     seed: int,
     epochs: int,
     patience: int,
+    min_epochs: int,
     batch_size: int,
     lr: float,
     compressor_lr: float | None,
@@ -90,6 +94,7 @@ def train_command(
         seed=seed,
         epochs=epochs,
         patience=patience,
+        min_epochs=min_epochs,
         batch_size=batch_size,
         lr=lr,
         compressor_lr=compressor_lr,

@@ -59,6 +59,7 @@ def _config(**kwargs) -> TrainConfig:
         "n_mels": N_MELS,
         "epochs": 4,
         "patience": 4,
+        "min_epochs": 1,
         "batch_size": 12,
         "widths": (8, 12),
         "freq_width": 3,
@@ -158,6 +159,15 @@ def test_early_stopping_and_best_epoch(tmp_path):
     assert metrics["epochs_run"] < config.epochs  # a tiny learning rate plateaus quickly
 
 
+def test_no_stopping_or_selection_before_min_epochs(tmp_path):
+    config = _config(epochs=6, patience=1, min_epochs=4, lr=1e-5)
+    metrics = _run(tmp_path, "run", config, _synthetic_set(config))
+    assert metrics["epochs_run"] >= 4
+    assert metrics["best_epoch"] >= 4
+    keys = [(r["val_accuracy"], -r["val_loss"]) for r in metrics["history"]]
+    assert metrics["best_epoch"] == 1 + max(range(3, len(keys)), key=lambda i: (keys[i], -i))
+
+
 def test_outputs_and_metrics(tmp_path):
     config = _config(epochs=2)
     data = _synthetic_set(config)
@@ -205,6 +215,7 @@ def test_data_must_match_config(tmp_path):
         {"epochs": 0},
         {"lr": 0.0},
         {"mixup": -0.1},
+        {"min_epochs": 5},
     ],
 )
 def test_config_rejects_bad_settings(kwargs):
@@ -345,3 +356,22 @@ def test_multitask_training_shares_one_estimator_and_exports_it(tmp_path):
         assert torch.equal(weights[f"compressor.estimator.{name}"], tensor), name
     with pytest.raises(ParameterError, match="DiffRes"):
         train_multitask(datasets, tmp_path / "x", _config(compressor="flux"), progress=False)
+
+
+def test_train_command(tmp_path):
+    from click.testing import CliRunner
+
+    from adares.cli.main import main
+
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    _tone_dataset(data_dir)
+    arguments = ["train", str(data_dir), str(tmp_path / "out"), "--compressor", "avgpool", "--reduction", "0.5"]
+    arguments += ["--epochs", "1", "--min-epochs", "1", "--n-mels", "32", "--quiet"]
+    result = CliRunner().invoke(main, arguments)
+    assert result.exit_code == 0, result.output
+    assert "test accuracy" in result.output
+    metrics = json.loads((tmp_path / "out" / METRICS).read_text())
+    assert metrics["config"]["compressor"] == "avgpool" and metrics["config"]["n_mels"] == 32
+    bad = CliRunner().invoke(main, ["train", str(data_dir), str(tmp_path / "x"), "--reduction", "1.5"])
+    assert bad.exit_code == 2 and "reduction" in bad.output
