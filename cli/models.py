@@ -42,8 +42,28 @@ def _summary(card: dict) -> list[str]:
     if tasks:
         lines.append(f"  trained on  : {', '.join(tasks)}")
     for key, value in card.get("metrics", {}).items():
-        lines.append(f"  {key:<12}: {json.dumps(value)}")
+        lines += _metric_lines(key, value)
     return lines
+
+
+def _metric_lines(key: str, value: object) -> list[str]:
+    """``{task: {hop: {reduction: accuracy}}}`` as one line per task, anything else as JSON."""
+    try:
+        lines = [f"  {key} (%, per hop at reductions {', '.join(_reductions(value))}):"]
+        for task, hops in value.items():  # type: ignore[union-attr]
+            cells = ", ".join(
+                f"{hop} " + "/".join(f"{100 * acc:.1f}" for acc in rhos.values())
+                for hop, rhos in sorted(hops.items(), key=lambda item: float(item[0].rstrip("ms")))
+            )
+            lines.append(f"    {task:<10} {cells}")
+        return lines
+    except (AttributeError, TypeError, ValueError):
+        return [f"  {key:<12}: {json.dumps(value)}"]
+
+
+def _reductions(value: object) -> list[str]:
+    first_task = next(iter(value.values()))  # type: ignore[union-attr]
+    return list(next(iter(first_task.values())).keys())
 
 
 @click.command("models")

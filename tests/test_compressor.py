@@ -274,3 +274,70 @@ def test_models_command_shows_a_bundle_card(tmp_path):
     (tmp_path / "tiny" / "weights.safetensors").write_bytes(b"tampered")
     result = CliRunner().invoke(main, ["models", str(tmp_path / "tiny")])
     assert result.exit_code == 2 and "sha256" in result.output
+
+
+TEST_DATA = __import__("pathlib").Path(__file__).parent / "data"
+
+
+@pytest.mark.parametrize("hop", ["2.5ms", "5ms", "10ms"])
+def test_shipped_default_extracts_a_committed_clip(hop):
+    import hashlib
+    import importlib.resources
+
+    from adares.audio import load
+
+    assert Compressor.is_pretrained_name("default") and "default" in Compressor.available()
+    bundle = Compressor.from_pretrained("default")
+    shipped = importlib.resources.files("adares").joinpath("pretrained", "default")
+    digest = hashlib.sha256(shipped.joinpath("weights.safetensors").read_bytes()).hexdigest()
+    assert bundle.sha256 == digest == bundle.card["weights"]["sha256"]
+    assert bundle.card["validated"]["hop_samples"] == [40, 80, 160]
+
+    samples, sr = load(TEST_DATA / "keyword_yes_16k.flac", sr=SR)  # "yes" at 0.25-0.65 s
+    frontend = MelFrontend(sr=SR, hop=hop)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ValidationWarning)  # a validated hop: no warning
+        features = bundle(samples, sr, reduction=0.75, frontend=frontend)
+    frames = 1 + len(samples) // frontend.hop_samples
+    out_frames = int(output_lengths(frames, reduction=0.75))
+    assert features.mel.shape == (out_frames, 128) and np.isfinite(features.mel).all()
+    assert features.scores.shape == (frames,)
+    assert features.spans.shape == (out_frames, 2)
+    assert features.spans[0, 0] == 0 and features.spans[-1, 1] == len(samples)
+    assert np.all(features.spans[1:, 0] == features.spans[:-1, 1])
+    assert np.all(features.spans[:, 1] > features.spans[:, 0])
+    assert features.meta["compressor"] == "default"
+    assert features.meta["compressor_sha256"] == digest
+    assert features.meta["reduction"] == 0.75
+    # The trained estimator spends its frames on the word: merged frames are shorter there.
+    times = np.arange(frames) * frontend.hop_samples / SR
+    word = (times >= 0.25) & (times < 0.65)
+    assert features.scores[word].mean() > 2 * features.scores[~word].mean()
+
+
+def test_tampered_shipped_bundle_is_refused(tmp_path):
+    import importlib.resources
+    import shutil
+
+    shipped = importlib.resources.files("adares").joinpath("pretrained", "default")
+    copy = tmp_path / "default"
+    copy.mkdir()
+    for name in ("config.json", "weights.safetensors"):
+        shutil.copyfile(shipped.joinpath(name), copy / name)
+    data = bytearray((copy / "weights.safetensors").read_bytes())
+    data[len(data) // 2] ^= 0x10
+    (copy / "weights.safetensors").write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="refusing to load"):
+        Compressor.load(copy)
+
+
+def test_models_command_lists_the_shipped_default():
+    from click.testing import CliRunner
+
+    from adares.cli.main import main
+
+    result = CliRunner().invoke(main, ["models"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("default")
+    assert "drums, keywords, pitch" in result.output and "2.5 ms, 5 ms, 10 ms" in result.output
+    assert "test_accuracy (%, per hop at reductions 0.5, 0.75):" in result.output
