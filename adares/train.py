@@ -138,7 +138,7 @@ class TrainConfig:
     seed: int = 0
     epochs: int = 25
     patience: int = 6
-    min_epochs: int = 12
+    min_epochs: int = 20
     batch_size: int = 32
     lr: float = 3e-3
     compressor_lr: float | None = None
