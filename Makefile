@@ -40,7 +40,7 @@ bench-diffres: $(STAMP)
 	$(PY) benchmarks/bench_diffres.py
 
 bench-extract: $(STAMP)
-	$(PY) benchmarks/bench_extract.py --models none,flux --dask
+	$(PY) benchmarks/bench_extract.py --models none,flux,default --dask
 
 # Trains every configuration on every task (several seeds); needs `make data` first.
 bench-accuracy: $(STAMP)

@@ -58,7 +58,8 @@ class ExtractConfig:
         Keyword arguments of :class:`~adares.frontend.MelFrontend` (sr, hop, win, n_fft, n_mels,
         fmin, fmax, log, preset).
     model : str
-        ``"none"`` (fine frames), ``"flux"``, a pretrained compressor name, or a bundle folder.
+        ``"default"`` (the shipped DiffRes compressor), ``"none"`` (fine frames), ``"flux"``, a
+        pretrained compressor name, or a bundle folder.
     reduction : float
         Fraction of frames merged away when a compressor runs (T' = round((1 - reduction) T)).
     format : str
@@ -70,7 +71,7 @@ class ExtractConfig:
     """
 
     frontend: dict[str, Any] = field(default_factory=dict)
-    model: str = "none"
+    model: str = "default"
     reduction: float = 0.5
     format: str = "npz"
     channel: int | None = None

@@ -32,8 +32,9 @@ _PLAIN_EVERY_SECONDS = 10.0
 @click.option("--log", "log", default="ln", type=click.Choice(["ln", "db", "none"]), help="Log compression.")
 @click.option(
     "--model",
-    default="none",
-    help="Compressor: none (fine frames), flux (training-free), a pretrained name, or a bundle folder.",
+    default="default",
+    help="Compressor: the shipped 'default' DiffRes, none (fine frames), flux (training-free), "
+    "a pretrained name (see `adares models`), or a bundle folder from `adares train`.",
 )
 @click.option(
     "--reduction", default=0.5, type=click.FloatRange(0.0, 1.0, max_open=True), help="Fraction of frames merged away."

@@ -20,7 +20,8 @@ def run(*args: str):
 def test_help_shows_defaults():
     result = run("extract", "--help")
     assert result.exit_code == 0
-    for text in ("--hop", "[default: 5ms]", "--n-mels", "default: 128; kaldi preset 80", "--jobs", "--fail-fast", "--overwrite"):
+    expected = ("--hop", "[default: 5ms]", "--n-mels", "default: 128; kaldi preset 80", "--jobs", "--fail-fast")
+    for text in (*expected, "--overwrite", "default]"):
         assert text in result.output
 
 
@@ -36,6 +37,22 @@ def test_exit_codes_and_summary(tmp_path):
     result = run("extract", str(root), str(tmp_path / "out"), "--n-mels", "40", "-j", "1")
     assert result.exit_code == 0
     assert "skipped 3" in result.stderr
+
+
+def test_default_model_is_the_shipped_compressor(tmp_path):
+    from adares import Compressor, load_features
+    from adares.functional.merge import output_lengths
+
+    root = tmp_path / "in"
+    make_corpus(root, count=2, corrupt=False)
+    assert run("extract", str(root), str(tmp_path / "out"), "-j", "1", "-q").exit_code == 0
+    path = sorted((tmp_path / "out").rglob("*.npz"))[0]
+    features = load_features(path)
+    assert features.meta["compressor"] == "default"
+    assert features.meta["compressor_sha256"] == Compressor.from_pretrained("default").sha256
+    fine = 1 + int(features.meta["num_samples"]) // 80
+    assert features.mel.shape[0] == int(output_lengths(fine, reduction=0.5)) == (fine + 1) // 2
+    assert features.scores.shape == (fine,)
 
 
 def test_bad_usage_exits_2_with_one_line(tmp_path):

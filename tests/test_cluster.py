@@ -15,7 +15,7 @@ from .conftest import make_corpus
 
 distributed = pytest.importorskip("distributed")
 
-CONFIG = ExtractConfig(frontend={"n_mels": 40})
+CONFIG = ExtractConfig(frontend={"n_mels": 40}, model="none")
 TIMINGS = {"run", "seconds"}
 
 

@@ -27,7 +27,7 @@ SMALL = {"n_mels": 40}
 
 
 def config(**frontend) -> ExtractConfig:
-    return ExtractConfig(frontend=SMALL | frontend)
+    return ExtractConfig(frontend=SMALL | frontend, model="none")
 
 
 def manifest(out: Path) -> list[dict]:
