@@ -13,10 +13,12 @@ files finish, so a killed run keeps the record of every finished file and a reru
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import hashlib
 import json
 import multiprocessing
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -248,36 +250,36 @@ def extract(
     out = Path(output_dir)
     if jobs is not None and jobs < 1:
         raise ParameterError(f"jobs must be at least 1, got {jobs}")
-    # Built here once to validate every setting before any work starts, and to hash the model.
-    extractor = config.build_extractor()
-    config_hash = config.config_hash(extractor)
-    summary = Summary(output_dir=str(out), config_hash=config_hash)
-
     sources = discover(input_path, extensions=extensions, exclude=out)
     outputs = output_paths(sources, format=config.format)
     root = Path(input_path) if Path(input_path).is_dir() else Path(input_path).parent
     manifest_path, failures_path = out / MANIFEST_NAME, out / FAILURES_NAME
     previous = list(read_jsonl(manifest_path))
-    _refuse_mixing(previous, config_hash=config_hash, out=out, overwrite=overwrite)
-
-    out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(out)
-    if overwrite:
-        rewrite_jsonl(manifest_path, [])
-        rewrite_jsonl(failures_path, [])
-        previous = []
-
-    finished = _finished_sources(previous, config_hash=config_hash)
     workers = jobs or os.cpu_count() or 1
     own_pool = executor is None and workers > 1
     pool: cf.Executor | None = executor
-    if own_pool and len(finished) < len(sources):
-        # Start the workers now: they import torch and build their extractor while this process
-        # plans the run, instead of after it.
+    starting: threading.Thread | None = None
+    if own_pool and _may_have_work(sources, previous, overwrite=overwrite):
+        # Start the workers first: they import torch and build their extractor while this
+        # process does the same to validate the settings, and then plans the run. Submitting
+        # blocks until the fork server has imported its modules, hence the thread.
         pool = _local_pool(workers)
-        for _ in range(workers):
-            pool.submit(_warm_up, config)
+        starting = threading.Thread(target=_warm_up_pool, args=(pool, workers, config), daemon=True)
+        starting.start()
     try:
+        # Built here once to validate every setting before any work starts, and to hash the model.
+        extractor = config.build_extractor()
+        config_hash = config.config_hash(extractor)
+        summary = Summary(output_dir=str(out), config_hash=config_hash)
+        _refuse_mixing(previous, config_hash=config_hash, out=out, overwrite=overwrite)
+
+        out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out)
+        if overwrite:
+            rewrite_jsonl(manifest_path, [])
+            rewrite_jsonl(failures_path, [])
+            previous = []
+        finished = _finished_sources(previous, config_hash=config_hash)
         run_id = uuid.uuid4().hex[:12]
         todo: list[_Task] = []
         with JsonlWriter(manifest_path) as manifest, JsonlWriter(failures_path) as failures:
@@ -308,8 +310,13 @@ def extract(
             if on_plan is not None:
                 on_plan(len(todo), sum(_declared_seconds(task.source) for task in todo))
 
+            if starting is not None:
+                starting.join()
             if own_pool and pool is None and len(todo) > 1:
                 pool = _local_pool(workers)  # sources changed since the run the manifest records
+            elif own_pool and pool is not None and not todo:
+                _shutdown(pool)  # nothing left to do after all: let the warm-up finish quietly
+                pool = None
             summary.stopped_early, pool = _run_tasks(
                 todo,
                 config=config,
@@ -337,6 +344,18 @@ def _refuse_mixing(previous: Sequence[dict[str, Any]], *, config_hash: str, out:
             f"{out} already holds features made with another configuration (config {sorted(others)[0]}, "
             f"this run is {config_hash}); use another output folder, or --overwrite to replace them"
         )
+
+
+def _may_have_work(sources: list[Path], previous: list[dict[str, Any]], *, overwrite: bool) -> bool:
+    """Whether a run may have files to process, judged before the configuration is hashed.
+
+    A cheap upper bound used only to start the workers early: a folder whose manifest already
+    holds a successful record for as many sources as there are is probably a no-op rerun.
+    """
+    if overwrite:
+        return bool(sources)
+    ok = {entry.get("source") for entry in previous if entry.get("status") == "ok"}
+    return len(ok) < len(sources)
 
 
 def _finished_sources(previous: Sequence[dict[str, Any]], *, config_hash: str) -> dict[str, dict[str, Any]]:
@@ -541,6 +560,12 @@ def _worker_extractor(config: ExtractConfig) -> Any:
 
 def _warm_up(config: ExtractConfig) -> None:
     _worker_extractor(config)
+
+
+def _warm_up_pool(pool: cf.Executor, workers: int, config: ExtractConfig) -> None:
+    with contextlib.suppress(RuntimeError, cf.process.BrokenProcessPool):  # the run may have ended first
+        for _ in range(workers):
+            pool.submit(_warm_up, config)
 
 
 def _process_batch(tasks: list[_Task], config: ExtractConfig) -> list[dict[str, Any]]:

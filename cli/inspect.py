@@ -23,7 +23,9 @@ from adares.frontend import MelFrontend
     help="Source audio of an .npz (adds waveform and fine log-mel to the plot).",
 )
 @click.option(
-    "--model", default="none", help="For audio input: compressor to run (none, flux, a name or a bundle folder)."
+    "--model",
+    default="default",
+    help="For audio input: compressor to run (default, none, flux, a pretrained name or a bundle folder).",
 )
 @click.option(
     "--reduction",

@@ -6,6 +6,7 @@ an exit status: 0 success, 1 some inputs failed (the rest done), 2 bad usage.
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
@@ -13,17 +14,30 @@ import click
 from adares import __version__
 from adares.errors import AdaresError
 
-from .extract import extract_command
-from .inspect import inspect_command
-from .models import models_command
-from .train import train_command
+# Subcommands are imported when used: `adares extract` must not pay for importing torch in the
+# client (its workers import it, in parallel), while `adares train` and `adares inspect` need it.
+_COMMANDS = {
+    "extract": "extract:extract_command",
+    "inspect": "inspect:inspect_command",
+    "train": "train:train_command",
+    "models": "models:models_command",
+}
 
 
 class _Group(click.Group):
-    """Report library errors as one clear line instead of a traceback.
+    """Subcommands loaded on demand; library errors reported as one clear line, not a traceback.
 
     Bad settings (``ParameterError``, ``ModelError``) are usage errors: exit 2.
     """
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in _COMMANDS:
+            return None
+        module, attribute = _COMMANDS[cmd_name].split(":")
+        return getattr(importlib.import_module(f"{__package__}.{module}"), attribute)
 
     def invoke(self, ctx: click.Context):  # noqa: ANN201 - click's signature
         try:
@@ -42,8 +56,3 @@ def main() -> None:
     frames, each with its exact time span.
     """
 
-
-main.add_command(extract_command)
-main.add_command(inspect_command)
-main.add_command(train_command)
-main.add_command(models_command)

@@ -57,14 +57,25 @@ def test_inspect_audio_and_npz(tmp_path):
     wav = tmp_path / "x.wav"
     sf.write(wav, synth(0.5), SR)
     runner = CliRunner()
-    result = runner.invoke(main, ["inspect", str(wav), "--n-mels", "40", "-o", str(tmp_path / "a.png")])
+    inspect = ["inspect", str(wav), "--n-mels", "40", "--model", "none", "-o", str(tmp_path / "a.png")]
+    result = runner.invoke(main, inspect)
     assert result.exit_code == 0, result.output
     assert "101 frames x 40 mels" in result.output and "compression 1.00x (no merging)" in result.output
     assert (tmp_path / "a.png").stat().st_size > 10_000
 
     out = tmp_path / "out"
-    assert runner.invoke(main, ["extract", str(wav), str(out), "--n-mels", "40", "-j", "1", "-q"]).exit_code == 0
+    extract = ["extract", str(wav), str(out), "--n-mels", "40", "--model", "none", "-j", "1", "-q"]
+    assert runner.invoke(main, extract).exit_code == 0
     result = runner.invoke(main, ["inspect", str(out / "x.npz"), "--audio", str(wav), "-o", str(tmp_path / "b.png")])
     assert result.exit_code == 0, result.output
     assert "frame span  shortest 2.50 ms" in result.output  # the first centred frame is half a hop
     assert "compressor  none" in result.output
+
+
+def test_inspect_audio_runs_the_shipped_compressor_by_default(tmp_path):
+    wav = tmp_path / "x.wav"
+    sf.write(wav, synth(0.5), SR)
+    result = CliRunner().invoke(main, ["inspect", str(wav), "--n-mels", "40"])
+    assert result.exit_code == 0, result.output
+    assert "51 frames x 40 mels" in result.output  # 101 fine frames, half merged away (rounded up)
+    assert "compression 1.98x" in result.output and "compressor  default (sha256" in result.output
