@@ -77,6 +77,16 @@ class _BundleImportance:
             )
         return raw
 
+    def batch(self, waveform: Tensor, lengths: Tensor, power: Tensor, frames: Tensor, *, frontend) -> Tensor:
+        """Raw scores ``[B, T]`` of a zero-padded batch ``waveform [B, N]`` with ``lengths`` samples."""
+        compressor = self.compressor
+        compressor.check_settings(sr=frontend.sr, hop_samples=frontend.hop_samples, preset=frontend.preset)
+        analysis = compressor.analysis_frontend(sr=frontend.sr, hop_samples=frontend.hop_samples)
+        log_mel, analysed = analysis(waveform.to(compressor.device), lengths.to(compressor.device))
+        if log_mel.shape[1] != power.shape[1] or bool((analysed.cpu() != frames.cpu()).any()):
+            raise ModelError("the estimator's analysis and the front end disagree on the frame count")
+        return compressor.estimate(log_mel.to(torch.float32), analysed)
+
 
 class Compressor:
     """A trained importance estimator with its front end and model card.

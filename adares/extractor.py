@@ -73,6 +73,11 @@ class FineMelExtractor:
     def __init__(self, frontend: MelFrontend) -> None:
         self.frontend = frontend
 
+    @property
+    def batches(self) -> bool:
+        """Whether :meth:`batch` applies (centred frames; Kaldi-style files go one by one)."""
+        return self.frontend.center
+
     @torch.inference_mode()
     def __call__(self, samples: np.ndarray, *, meta: dict[str, Any] | None = None) -> Features:
         """Compute the fine log-mel of ``samples`` [N] (float32 at ``frontend.sr``)."""
@@ -87,6 +92,36 @@ class FineMelExtractor:
         return Features(
             mel=mel, spans=spans, scores=None, meta=feature_meta(self, num_samples=len(samples), extra=meta)
         )
+
+    @torch.inference_mode()
+    def batch(self, items: list[np.ndarray], *, metas: list[dict[str, Any] | None]) -> list[Features]:
+        """Features of several short files in one front-end call; equal to calling on each.
+
+        Parameters
+        ----------
+        items : list of np.ndarray [shape=(N_i,)]
+            Float32 audio at ``frontend.sr``, short (the batch is padded to the longest).
+        metas : list of dict or None
+            Extra ``meta`` entries per item.
+        """
+        if not self.batches:
+            return [self(samples, meta=meta) for samples, meta in zip(items, metas, strict=True)]
+        power, frames, _, _ = batch_power(self.frontend, items)
+        mel = self.frontend.compress(power).cpu().numpy()
+        return [
+            Features(
+                mel=np.ascontiguousarray(mel[i, : int(frames[i])]),
+                spans=uniform_spans(
+                    int(frames[i]),
+                    hop_samples=self.frontend.hop_samples,
+                    num_samples=len(samples),
+                    offset_samples=self.frontend.frame_offset_samples,
+                ),
+                scores=None,
+                meta=feature_meta(self, num_samples=len(samples), extra=metas[i]),
+            )
+            for i, samples in enumerate(items)
+        ]
 
 
 BLOCK_FRAMES = 8192
@@ -128,6 +163,40 @@ def fine_power(frontend: MelFrontend, samples: np.ndarray, *, block_frames: int 
         power, _ = frontend.power(segment.to(device))
         result[first:last] = power[0, first - start_frame : last - start_frame]
     return result
+
+
+@torch.inference_mode()
+def batch_power(
+    frontend: MelFrontend, items: list[np.ndarray]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Linear mel power of several files in one call (zero-padded batch with lengths).
+
+    Parameters
+    ----------
+    frontend : MelFrontend
+    items : list of np.ndarray [shape=(N_i,)], float32
+
+    Returns
+    -------
+    power : torch.Tensor [shape=(B, T_max, F)]
+        Each item's frames first, then padding.
+    frames : torch.Tensor [shape=(B,)], int64
+        Valid frames per item.
+    waveform : torch.Tensor [shape=(B, N_max)]
+        The zero-padded audio, on the front end's device.
+    lengths : torch.Tensor [shape=(B,)], int64
+        Samples per item.
+    """
+    if not items:
+        raise ParameterError("batch_power needs at least one item")
+    device = next(iter(frontend.buffers())).device
+    lengths = torch.tensor([len(samples) for samples in items], dtype=torch.int64)
+    waveform = torch.zeros(len(items), int(lengths.max()), dtype=torch.float32)
+    for row, samples in zip(waveform, items, strict=True):
+        row[: len(samples)] = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
+    waveform, lengths = waveform.to(device), lengths.to(device)
+    power, frames = frontend.power(waveform, lengths)
+    return power, frames, waveform, lengths
 
 
 def feature_meta(extractor: Extractor, *, num_samples: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -172,6 +241,12 @@ class FluxImportance:
 
     def __call__(self, samples: np.ndarray, power: torch.Tensor, *, frontend: MelFrontend) -> torch.Tensor:
         return spectral_flux(torch.log(power + 1e-6)[None])[0]
+
+    def batch(
+        self, waveform: torch.Tensor, lengths: torch.Tensor, power: torch.Tensor, frames: torch.Tensor, *, frontend
+    ) -> torch.Tensor:
+        """Raw scores ``[B, T]`` of a padded batch (``power [B, T, F]`` with ``frames`` valid)."""
+        return spectral_flux(torch.log(power + 1e-6), frames)
 
 
 class MergingExtractor:
@@ -220,6 +295,54 @@ class MergingExtractor:
             scores=merged.scores[0].cpu().numpy(),
             meta=feature_meta(self, num_samples=len(samples), extra=meta),
         )
+
+    @property
+    def batches(self) -> bool:
+        """Whether :meth:`batch` applies: a centred front end and an importance that batches."""
+        return self.frontend.center and hasattr(self.importance, "batch")
+
+    @torch.inference_mode()
+    def batch(self, items: list[np.ndarray], *, metas: list[dict[str, Any] | None]) -> list[Features]:
+        """Merged features of several short files in one call; equal to calling on each.
+
+        Parameters
+        ----------
+        items : list of np.ndarray [shape=(N_i,)]
+            Float32 audio at ``frontend.sr``, short (the batch is padded to the longest).
+        metas : list of dict or None
+            Extra ``meta`` entries per item.
+        """
+        if not self.batches:
+            return [self(samples, meta=meta) for samples, meta in zip(items, metas, strict=True)]
+        power, frames, waveform, lengths = batch_power(self.frontend, items)
+        raw = self.importance.batch(waveform, lengths, power, frames, frontend=self.frontend)
+        out_frames = output_lengths(frames, reduction=self.reduction).to(power.device)
+        merged = compress(power, raw.to(power.device, torch.float32), out_frames=out_frames, lengths=frames)
+        ranges = (
+            merge_spans(
+                merged.scores,
+                merged.lengths,
+                hop_samples=self.frontend.hop_samples,
+                num_samples=lengths,
+                offset_samples=self.frontend.frame_offset_samples,
+            )
+            .cpu()
+            .numpy()
+        )
+        mel = self.frontend.compress(merged.power).cpu().numpy()
+        scores = merged.scores.cpu().numpy()
+        features = []
+        for i, samples in enumerate(items):
+            count, fine = int(merged.lengths[i]), int(frames[i])
+            features.append(
+                Features(
+                    mel=np.ascontiguousarray(mel[i, :count]),
+                    spans=np.ascontiguousarray(ranges[i, :count]),
+                    scores=np.ascontiguousarray(scores[i, :fine]),
+                    meta=feature_meta(self, num_samples=len(samples), extra=metas[i]),
+                )
+            )
+        return features
 
 
 def resolve_extractor(

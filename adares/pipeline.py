@@ -446,11 +446,12 @@ def _run_tasks(
     if not todo:
         return False, pool
     if pool is None:
-        for task in todo:
-            entry = _process_file(task, local_extractor, config)
-            record(entry)
-            if fail_fast and entry["status"] == "failed":
-                return True, pool
+        size = 1 if fail_fast else batch_size or _LOCAL_BATCH  # fail fast: not one file past the failure
+        for first in range(0, len(todo), size):
+            for entry in _process_tasks(todo[first : first + size], local_extractor, config):
+                record(entry)
+                if fail_fast and entry["status"] == "failed":
+                    return True, pool
         return False, pool
     size = batch_size or max(1, min(16, len(todo) // (workers * 4)))
     batches = [todo[i : i + size] for i in range(0, len(todo), size)]
@@ -568,29 +569,115 @@ def _warm_up_pool(pool: cf.Executor, workers: int, config: ExtractConfig) -> Non
             pool.submit(_warm_up, config)
 
 
+_BATCH_MAX_SECONDS = 30.0
+"""Files up to this long are computed together, in one front-end and estimator call per group."""
+_BATCH_PADDING = 1.25
+"""A group's longest file is at most this many times its shortest (bounds the padding computed)."""
+
+
+_LOCAL_BATCH = 16
+"""Files per group when the run stays in this process (``jobs=1``)."""
+
+
 def _process_batch(tasks: list[_Task], config: ExtractConfig) -> list[dict[str, Any]]:
-    """Worker entry point: process files one by one, each failure caught and recorded."""
-    extractor = _worker_extractor(config)
-    return [_process_file(task, extractor, config) for task in tasks]
+    """Worker entry point: the records of ``tasks``, with this worker's extractor."""
+    return _process_tasks(tasks, _worker_extractor(config), config)
 
 
-def _process_file(task: _Task, extractor: Any, config: ExtractConfig) -> dict[str, Any]:
-    started = time.perf_counter()
-    try:
-        samples, sr = load(task.source, sr=extractor.frontend.sr, channel=config.channel)
-        features = extractor(samples, meta={"source": task.source_rel})
+def _process_tasks(tasks: list[_Task], extractor: Any, config: ExtractConfig) -> list[dict[str, Any]]:
+    """One record per task, in order; each failure caught and recorded for its own file.
+
+    Short files of similar length go through the extractor together (one call per group; equal
+    to one call per file, tested); long files one by one, in blocks.
+    """
+    if len(tasks) < 2 or not getattr(extractor, "batches", False):
+        return [_process_file(task, extractor, config) for task in tasks]
+    records: list[dict[str, Any] | None] = [None] * len(tasks)
+    short: list[tuple[int, Any, float]] = []  # (task index, samples, seconds spent loading)
+    longest = _BATCH_MAX_SECONDS * extractor.frontend.sr
+    for index, task in enumerate(tasks):
+        started = time.perf_counter()
+        samples, failure = _attempt(task, started, lambda task=task: _load(task, extractor, config))
+        if failure is not None:
+            records[index] = failure
+        elif len(samples) > longest:
+            records[index] = _process_file(task, extractor, config, samples=samples, started=started)
+        else:
+            short.append((index, samples, time.perf_counter() - started))
+    for group in _similar_lengths(short):
+        started = time.perf_counter()
+        try:
+            batch = extractor.batch(
+                [samples for _, samples, _ in group], metas=[{"source": tasks[i].source_rel} for i, _, _ in group]
+            )
+        except Exception:  # noqa: BLE001 - retried file by file, so the error lands on its own file
+            for index, samples, _ in group:
+                records[index] = _process_file(tasks[index], extractor, config, samples=samples)
+            continue
+        share = (time.perf_counter() - started) / len(group)
+        for (index, samples, load_seconds), features in zip(group, batch, strict=True):
+            task = tasks[index]
+            # Its own clock: loading, its share of the group's call, then the write.
+            clock = time.perf_counter() - load_seconds - share
+
+            def write(task: _Task = task, features: Any = features) -> None:
+                write_features(features, task.output, format=config.format)
+
+            _, failure = _attempt(task, clock, write)
+            records[index] = failure or _ok_record(task, samples, features, extractor, clock)
+    return [record for record in records if record is not None]
+
+
+def _similar_lengths(items: list[tuple[int, Any, float]]) -> list[list[tuple[int, Any, float]]]:
+    """Group (index, samples, seconds) items by length so padding stays within ``_BATCH_PADDING``."""
+    groups: list[list[tuple[int, Any, float]]] = []
+    for item in sorted(items, key=lambda item: len(item[1])):
+        if groups and len(item[1]) <= _BATCH_PADDING * max(1, len(groups[-1][0][1])):
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+    return groups
+
+
+def _load(task: _Task, extractor: Any, config: ExtractConfig) -> Any:
+    samples, _ = load(task.source, sr=extractor.frontend.sr, channel=config.channel)
+    return samples
+
+
+def _process_file(
+    task: _Task, extractor: Any, config: ExtractConfig, *, samples: Any = None, started: float | None = None
+) -> dict[str, Any]:
+    """Load (unless ``samples`` are given), extract and write one file; a failure becomes its record."""
+    started = time.perf_counter() if started is None else started
+
+    def work() -> dict[str, Any]:
+        audio = _load(task, extractor, config) if samples is None else samples
+        features = extractor(audio, meta={"source": task.source_rel})
         write_features(features, task.output, format=config.format)
+        return _ok_record(task, audio, features, extractor, started)
+
+    record, failure = _attempt(task, started, work)
+    return failure or record
+
+
+def _attempt(task: _Task, started: float, work: Callable[[], Any]) -> tuple[Any, dict[str, Any] | None]:
+    """Run ``work``; return (its result, None), or (None, the failure record naming the reason)."""
+    try:
+        return work(), None
     except AudioDecodeError as error:
-        return _failure(task, error.reason, started)
+        return None, _failure(task, error.reason, started)
     except AdaresError as error:
-        return _failure(task, _one_line(error), started)
+        return None, _failure(task, _one_line(error), started)
     except MemoryError:
-        return _failure(task, "out of memory", started)
+        return None, _failure(task, "out of memory", started)
     except Exception as error:  # noqa: BLE001 - one file's bug must not stop the corpus; reported per file
-        return _failure(task, f"internal error: {type(error).__name__}: {_one_line(error)}", started)
+        return None, _failure(task, f"internal error: {type(error).__name__}: {_one_line(error)}", started)
+
+
+def _ok_record(task: _Task, samples: Any, features: Any, extractor: Any, started: float) -> dict[str, Any]:
     return _base_record(task) | {
         "status": "ok",
-        "duration": len(samples) / sr,
+        "duration": len(samples) / extractor.frontend.sr,
         "fine_frames": features.num_frames if features.scores is None else len(features.scores),
         "output_frames": features.num_frames,
         "seconds": round(time.perf_counter() - started, 6),

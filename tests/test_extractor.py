@@ -71,3 +71,26 @@ def test_bad_settings():
         with pytest.raises(ParameterError, match="CUDA"):
             resolve_device("cuda")
     assert resolve_device("auto").type in ("cpu", "cuda")
+
+
+@pytest.mark.parametrize("model", ["none", "flux", "default"])
+@pytest.mark.parametrize("settings", [{}, {"n_mels": 40, "hop": "10ms"}, {"preset": "kaldi"}])
+@pytest.mark.filterwarnings("ignore::adares.compressor.ValidationWarning")
+def test_a_batch_of_files_equals_each_file_alone(model, settings):
+    frontend = MelFrontend(**settings)
+    extractor = resolve_extractor(model, frontend=frontend, reduction=0.75)
+    shortest = 0.05 if frontend.preset == "kaldi" else 0.005  # Kaldi frames need a whole window
+    items = [synth(seconds, seed=i) for i, seconds in enumerate([1.0, 0.31, 1.73, shortest, 1.0])]
+    metas = [{"source": f"f{i}.wav"} for i in range(len(items))]
+    batched = extractor.batch(items, metas=metas)
+    assert len(batched) == len(items)
+    for samples, meta, features in zip(items, metas, batched, strict=True):
+        alone = extractor(samples, meta=meta)
+        assert features.meta == alone.meta
+        np.testing.assert_allclose(features.mel, alone.mel, rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(features.spans, alone.spans)
+        if alone.scores is None:
+            assert features.scores is None
+        else:
+            np.testing.assert_allclose(features.scores, alone.scores, rtol=1e-5, atol=1e-6)
+        assert features.spans[0, 0] == 0 and features.spans[-1, 1] == len(samples)

@@ -251,3 +251,45 @@ def test_thread_safety_of_progress_callbacks_not_required(corpus, tmp_path):
     threads = set()
     extract(corpus, tmp_path / "out", config=config(), jobs=2, on_record=lambda r: threads.add(threading.get_ident()))
     assert threads == {threading.get_ident()}
+
+
+def test_files_computed_in_groups_equal_files_computed_alone(tmp_path, monkeypatch):
+    import adares.pipeline as pipeline
+
+    root = tmp_path / "in"
+    for i, seconds in enumerate([0.3, 0.31, 0.5, 0.52, 0.05, 1.4, 0.33]):
+        folder = root / f"d{i % 2}"
+        folder.mkdir(parents=True, exist_ok=True)
+        sf.write(folder / f"c{i}.wav", synth(seconds, seed=i), SR)
+    (root / "d0" / "broken.wav").write_text("not audio")
+    monkeypatch.setattr(pipeline, "_BATCH_MAX_SECONDS", 1.0)  # the 1.4 s file goes alone
+    for model in ("none", "flux", "default"):
+        cfg = ExtractConfig(frontend=SMALL, model=model, reduction=0.75)
+        out = tmp_path / f"out-{model}"
+        summary = extract(root, out, config=cfg, jobs=1, batch_size=8)
+        assert (summary.done, summary.failed) == (7, 1)
+        extractor = cfg.build_extractor()
+        for path in sorted(root.rglob("c*.wav")):
+            rel = path.relative_to(root)
+            grouped = load_features(out / rel.with_suffix(".npz"))
+            alone = extractor(sf.read(path, dtype="float32")[0], meta={"source": rel.as_posix()})
+            np.testing.assert_allclose(grouped.mel, alone.mel, rtol=1e-5, atol=1e-5)
+            np.testing.assert_array_equal(grouped.spans, alone.spans)
+            assert grouped.meta == alone.meta
+        records = {r["source"]: r for r in manifest(out)}
+        assert records["d0/broken.wav"]["status"] == "failed"
+        assert all(r["seconds"] > 0 for r in records.values() if r["status"] == "ok")
+
+
+def test_a_group_that_fails_is_retried_file_by_file(corpus, tmp_path, monkeypatch):
+    from adares.extractor import FineMelExtractor
+
+    calls = []
+
+    def broken_batch(self, items, *, metas):
+        calls.append(len(items))
+        raise RuntimeError("batched path broken")
+
+    monkeypatch.setattr(FineMelExtractor, "batch", broken_batch)
+    summary = extract(corpus, tmp_path / "out", config=config(), jobs=1)
+    assert calls and summary.done == 6 and summary.failed == 1  # only the corrupt file fails
