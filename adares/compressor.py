@@ -79,13 +79,11 @@ class _BundleImportance:
 
     def batch(self, waveform: Tensor, lengths: Tensor, power: Tensor, frames: Tensor, *, frontend) -> Tensor:
         """Raw scores ``[B, T]`` of a zero-padded batch ``waveform [B, N]`` with ``lengths`` samples."""
-        compressor = self.compressor
-        compressor.check_settings(sr=frontend.sr, hop_samples=frontend.hop_samples, preset=frontend.preset)
-        analysis = compressor.analysis_frontend(sr=frontend.sr, hop_samples=frontend.hop_samples)
-        log_mel, analysed = analysis(waveform.to(compressor.device), lengths.to(compressor.device))
-        if log_mel.shape[1] != power.shape[1] or bool((analysed.cpu() != frames.cpu()).any()):
+        self.compressor.check_settings(sr=frontend.sr, hop_samples=frontend.hop_samples, preset=frontend.preset)
+        raw, analysed = self.compressor.batch_scores(waveform, lengths, frontend=frontend)
+        if raw.shape[1] != power.shape[1] or bool((analysed.cpu() != frames.cpu()).any()):
             raise ModelError("the estimator's analysis and the front end disagree on the frame count")
-        return compressor.estimate(log_mel.to(torch.float32), analysed)
+        return raw
 
 
 class Compressor:
@@ -456,6 +454,28 @@ class Compressor:
         return raw[index]
 
     @torch.inference_mode()
+    def batch_scores(self, waveform: Tensor, lengths: Tensor | None, *, frontend) -> tuple[Tensor, Tensor]:
+        """Raw scores of a zero-padded batch, from the estimator's own analysis at ``frontend``'s rate and hop.
+
+        Parameters
+        ----------
+        waveform : torch.Tensor [shape=(B, N)]
+        lengths : torch.Tensor [shape=(B,)], optional
+            Valid samples per item.
+        frontend : adares.frontend.MelFrontend
+            The user's (centred) front end.
+
+        Returns
+        -------
+        raw : torch.Tensor [shape=(B, T)]
+        frames : torch.Tensor [shape=(B,)]
+            Valid analysis frames per item.
+        """
+        analysis = self.analysis_frontend(sr=frontend.sr, hop_samples=frontend.hop_samples)
+        log_mel, frames = analysis(waveform.to(self.device), None if lengths is None else lengths.to(self.device))
+        return self.estimate(log_mel.to(torch.float32), frames), frames
+
+    @torch.inference_mode()
     def compress_power(
         self,
         power: Tensor,
@@ -491,11 +511,9 @@ class Compressor:
         self.check_settings(sr=frontend.sr, hop_samples=frontend.hop_samples, preset=frontend.preset, reduction=rho)
         if not frontend.center:
             raise ParameterError("compress_power needs a centred front end; use __call__ for Kaldi-style frames")
-        analysis = self.analysis_frontend(sr=frontend.sr, hop_samples=frontend.hop_samples)
-        log_mel, frames = analysis(waveform.to(self.device), lengths)
-        if log_mel.shape[1] != power.shape[1]:
-            raise ParameterError(f"power has {power.shape[1]} frames, the waveform gives {log_mel.shape[1]}")
-        raw = self.estimate(log_mel.to(torch.float32), frames)
+        raw, frames = self.batch_scores(waveform, lengths, frontend=frontend)
+        if raw.shape[1] != power.shape[1]:
+            raise ParameterError(f"power has {power.shape[1]} frames, the waveform gives {raw.shape[1]}")
         counts = output_lengths(frames, reduction=rho).to(power.device)
         return compress(power, raw.to(power.device), out_frames=counts, lengths=frames.to(power.device))
 

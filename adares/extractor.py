@@ -58,7 +58,32 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
-class FineMelExtractor:
+class _Batching:
+    """``batch()`` for extractors: one padded call for several short files when :attr:`batches`
+    allows it, otherwise one call per file (the result is the same either way, tested)."""
+
+    batches: bool
+
+    @torch.inference_mode()
+    def batch(self, items: list[np.ndarray], *, metas: list[dict[str, Any] | None]) -> list[Features]:
+        """Features of several short files; equal to calling the extractor on each.
+
+        Parameters
+        ----------
+        items : list of np.ndarray [shape=(N_i,)]
+            Float32 audio at ``frontend.sr``, short (the batch is padded to the longest).
+        metas : list of dict or None
+            Extra ``meta`` entries per item.
+        """
+        if not self.batches:
+            return [self(samples, meta=meta) for samples, meta in zip(items, metas, strict=True)]  # type: ignore[operator]
+        return self._batch(items, metas)
+
+    def _batch(self, items: list[np.ndarray], metas: list[dict[str, Any] | None]) -> list[Features]:
+        raise NotImplementedError
+
+
+class FineMelExtractor(_Batching):
     """The fine log-mel without merging (``--model none``): uniform frames and spans.
 
     Parameters
@@ -93,19 +118,7 @@ class FineMelExtractor:
             mel=mel, spans=spans, scores=None, meta=feature_meta(self, num_samples=len(samples), extra=meta)
         )
 
-    @torch.inference_mode()
-    def batch(self, items: list[np.ndarray], *, metas: list[dict[str, Any] | None]) -> list[Features]:
-        """Features of several short files in one front-end call; equal to calling on each.
-
-        Parameters
-        ----------
-        items : list of np.ndarray [shape=(N_i,)]
-            Float32 audio at ``frontend.sr``, short (the batch is padded to the longest).
-        metas : list of dict or None
-            Extra ``meta`` entries per item.
-        """
-        if not self.batches:
-            return [self(samples, meta=meta) for samples, meta in zip(items, metas, strict=True)]
+    def _batch(self, items: list[np.ndarray], metas: list[dict[str, Any] | None]) -> list[Features]:
         power, frames, _, _ = batch_power(self.frontend, items)
         mel = self.frontend.compress(power).cpu().numpy()
         return [
@@ -249,7 +262,7 @@ class FluxImportance:
         return spectral_flux(torch.log(power + 1e-6), frames)
 
 
-class MergingExtractor:
+class MergingExtractor(_Batching):
     """Fine mel power merged by importance scores, then the log: variable-resolution features.
 
     The scores come from ``importance`` (a trained estimator reading its own analysis of the
@@ -301,19 +314,7 @@ class MergingExtractor:
         """Whether :meth:`batch` applies: a centred front end and an importance that batches."""
         return self.frontend.center and hasattr(self.importance, "batch")
 
-    @torch.inference_mode()
-    def batch(self, items: list[np.ndarray], *, metas: list[dict[str, Any] | None]) -> list[Features]:
-        """Merged features of several short files in one call; equal to calling on each.
-
-        Parameters
-        ----------
-        items : list of np.ndarray [shape=(N_i,)]
-            Float32 audio at ``frontend.sr``, short (the batch is padded to the longest).
-        metas : list of dict or None
-            Extra ``meta`` entries per item.
-        """
-        if not self.batches:
-            return [self(samples, meta=meta) for samples, meta in zip(items, metas, strict=True)]
+    def _batch(self, items: list[np.ndarray], metas: list[dict[str, Any] | None]) -> list[Features]:
         power, frames, waveform, lengths = batch_power(self.frontend, items)
         raw = self.importance.batch(waveform, lengths, power, frames, frontend=self.frontend)
         out_frames = output_lengths(frames, reduction=self.reduction).to(power.device)

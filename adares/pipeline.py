@@ -446,14 +446,14 @@ def _run_tasks(
     if not todo:
         return False, pool
     if pool is None:
-        size = 1 if fail_fast else batch_size or _LOCAL_BATCH  # fail fast: not one file past the failure
+        size = 1 if fail_fast else batch_size or _MAX_BATCH  # fail fast: not one file past the failure
         for first in range(0, len(todo), size):
             for entry in _process_tasks(todo[first : first + size], local_extractor, config):
                 record(entry)
                 if fail_fast and entry["status"] == "failed":
                     return True, pool
         return False, pool
-    size = batch_size or max(1, min(16, len(todo) // (workers * 4)))
+    size = batch_size or max(1, min(_MAX_BATCH, len(todo) // (workers * 4)))
     batches = [todo[i : i + size] for i in range(0, len(todo), size)]
     return _drain(
         batches, pool=pool, own_pool=own_pool, workers=workers, config=config, fail_fast=fail_fast, record=record
@@ -575,8 +575,8 @@ _BATCH_PADDING = 1.25
 """A group's longest file is at most this many times its shortest (bounds the padding computed)."""
 
 
-_LOCAL_BATCH = 16
-"""Files per group when the run stays in this process (``jobs=1``)."""
+_MAX_BATCH = 16
+"""Most files per task sent to a worker (and per group when the run stays in this process)."""
 
 
 def _process_batch(tasks: list[_Task], config: ExtractConfig) -> list[dict[str, Any]]:
@@ -592,7 +592,7 @@ def _process_tasks(tasks: list[_Task], extractor: Any, config: ExtractConfig) ->
     """
     if len(tasks) < 2 or not getattr(extractor, "batches", False):
         return [_process_file(task, extractor, config) for task in tasks]
-    records: list[dict[str, Any] | None] = [None] * len(tasks)
+    records: list[dict[str, Any]] = [{}] * len(tasks)  # every slot is filled below
     short: list[tuple[int, Any, float]] = []  # (task index, samples, seconds spent loading)
     longest = _BATCH_MAX_SECONDS * extractor.frontend.sr
     for index, task in enumerate(tasks):
@@ -625,7 +625,7 @@ def _process_tasks(tasks: list[_Task], extractor: Any, config: ExtractConfig) ->
 
             _, failure = _attempt(task, clock, write)
             records[index] = failure or _ok_record(task, samples, features, extractor, clock)
-    return [record for record in records if record is not None]
+    return records
 
 
 def _similar_lengths(items: list[tuple[int, Any, float]]) -> list[list[tuple[int, Any, float]]]:
