@@ -160,6 +160,7 @@ class Compressor:
             "n_mels": int(estimator.n_mels),
             "kernel_size": int(estimator.kernel_size),
             "channels": [int(c) for c in estimator.channels],
+            "standardize": bool(estimator.standardize),
             "receptive_field_frames": int(estimator.receptive_field),
         }
 
@@ -403,20 +404,23 @@ class Compressor:
         """Raw scores ``[B, T]`` in (0, 1] of an analysis log-mel ``[B, T, n_mels]``.
 
         Long inputs are scored in blocks of :data:`BLOCK_FRAMES` with a margin of half the
-        receptive field, which gives exactly the scores of one call (the estimator is local and
-        its batch norm, in eval mode, is per frame).
+        receptive field, which gives exactly the scores of one call (the estimator is local, its
+        batch norm, in eval mode, is per frame, and a standardising estimator is given the
+        statistics of the whole input).
         """
         frames = log_mel.shape[1]
         if frames <= BLOCK_FRAMES:
             return self.estimator(log_mel, lengths)
         if lengths is not None and bool((lengths != frames).any()):
             raise ParameterError("blockwise scoring takes full-length items; score long files one at a time")
+        statistics = self.estimator.input_statistics(log_mel) if self.estimator.standardize else None
         margin = self.estimator.receptive_field // 2
         out = log_mel.new_empty(log_mel.shape[0], frames)
         for first in range(0, frames, BLOCK_FRAMES):
             last = min(frames, first + BLOCK_FRAMES)
             low, high = max(0, first - margin), min(frames, last + margin)
-            out[:, first:last] = self.estimator(log_mel[:, low:high])[:, first - low : last - low]
+            block = self.estimator(log_mel[:, low:high], statistics=statistics)
+            out[:, first:last] = block[:, first - low : last - low]
         return out
 
     @torch.inference_mode()
@@ -567,10 +571,15 @@ def _build_estimator(architecture: Any, *, where: str):
     try:
         if architecture.get("type") != "ImportanceEstimator":
             raise ModelError(f"{where}: unknown estimator type {architecture.get('type')!r}")
+        # Bundles written before input standardisation existed fed the raw log-mel.
+        standardize = architecture.get("standardize", False)
+        if not isinstance(standardize, bool):
+            raise ModelError(f"{where}: the card's estimator standardize must be true or false, got {standardize!r}")
         return ImportanceEstimator(
             int(architecture["n_mels"]),
             kernel_size=int(architecture["kernel_size"]),
             channels=[int(c) for c in architecture["channels"]],
+            standardize=standardize,
         )
     except (AttributeError, KeyError, TypeError, ValueError) as error:
         raise ModelError(f"{where}: the card's estimator description is invalid ({error})") from None

@@ -55,6 +55,8 @@ __all__ = [
 _EPS = 1e-12  # added to merged power before the log, as the reference does
 # Input elements ([B, frames, n_mels]) per window of the estimator in evaluation mode (16 MiB float32).
 _WINDOW_ELEMENTS = 1 << 22
+# Added to the input variance when the estimator standardises (a silent clip has variance 0).
+_STANDARDIZE_EPS = 1e-5
 
 
 @dataclass
@@ -243,10 +245,22 @@ class ImportanceEstimator(nn.Module):
         Residual blocks.
     channels : sequence of int, optional
         Output channels of each block (the last must be 1); default halving.
+    standardize : bool
+        Standardise each item's input to zero mean and unit variance over its valid frames and
+        bins before the first convolution (the reference feeds the raw log-mel). A raw ln-mel has
+        a mean near -8 and a spread near 4, and the first block's ReLU sits before its batch norm,
+        so most first-layer channels start (and stay) dead; standardised input keeps them alive
+        and makes the scores independent of the recording's level.
     """
 
     def __init__(
-        self, n_mels: int, *, kernel_size: int = 5, num_blocks: int = 5, channels: Sequence[int] | None = None
+        self,
+        n_mels: int,
+        *,
+        kernel_size: int = 5,
+        num_blocks: int = 5,
+        channels: Sequence[int] | None = None,
+        standardize: bool = False,
     ) -> None:
         super().__init__()
         if isinstance(n_mels, bool) or not isinstance(n_mels, int) or n_mels < 1:
@@ -263,6 +277,7 @@ class ImportanceEstimator(nn.Module):
         self.n_mels = n_mels
         self.kernel_size = kernel_size
         self.channels = tuple(channels)
+        self.standardize = bool(standardize)
         widths = [n_mels, *channels]
         self.blocks = nn.ModuleList(
             _ResidualBlock(cin, cout, kernel_size) for cin, cout in zip(widths[:-1], widths[1:], strict=True)
@@ -273,13 +288,51 @@ class ImportanceEstimator(nn.Module):
         """Fine frames that influence one score (41 for the default)."""
         return 1 + 2 * len(self.blocks) * (self.kernel_size - 1)
 
-    def forward(self, log_mel: Tensor, lengths: Tensor | None = None) -> Tensor:
+    def input_statistics(self, log_mel: Tensor, lengths: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Per-item mean and inverse standard deviation of the input, over valid frames and bins.
+
+        What :attr:`standardize` subtracts and multiplies by; pass them to :meth:`forward` to score
+        a long input in pieces with the statistics of the whole.
+
+        Parameters
+        ----------
+        log_mel : torch.Tensor [shape=(B, T, n_mels)]
+        lengths : torch.Tensor [shape=(B,)], optional
+
+        Returns
+        -------
+        mean, inverse_std : torch.Tensor [shape=(B, 1, 1)]
+        """
+        _check_log_mel(log_mel, self.n_mels)
+        batch, frames, _ = log_mel.shape
+        if lengths is None:
+            mean = log_mel.mean(dim=(1, 2), keepdim=True)
+            var = (log_mel - mean).square().mean(dim=(1, 2), keepdim=True)
+        else:
+            lengths = _resolve_lengths(lengths, batch=batch, frames=frames, device=log_mel.device)
+            valid = (torch.arange(frames, device=log_mel.device)[None, :] < lengths[:, None]).to(log_mel.dtype)
+            count = (lengths.to(log_mel.dtype) * self.n_mels)[:, None, None]
+            weights = valid[:, :, None]
+            mean = (log_mel * weights).sum(dim=(1, 2), keepdim=True) / count
+            var = ((log_mel - mean).square() * weights).sum(dim=(1, 2), keepdim=True) / count
+        return mean, torch.rsqrt(var + _STANDARDIZE_EPS)
+
+    def forward(
+        self,
+        log_mel: Tensor,
+        lengths: Tensor | None = None,
+        *,
+        statistics: tuple[Tensor, Tensor] | None = None,
+    ) -> Tensor:
         """Raw scores.
 
         Parameters
         ----------
         log_mel : torch.Tensor [shape=(B, T, n_mels)]
         lengths : torch.Tensor [shape=(B,)], optional
+        statistics : (torch.Tensor, torch.Tensor) [shape=(B, 1, 1)], optional
+            :meth:`input_statistics` to standardise with instead of those of ``log_mel`` (only
+            used when :attr:`standardize` is set).
 
         Returns
         -------
@@ -293,20 +346,29 @@ class ImportanceEstimator(nn.Module):
         if lengths is not None:
             lengths = _resolve_lengths(lengths, batch=batch, frames=frames, device=log_mel.device)
             mask = (torch.arange(frames, device=log_mel.device)[None, :] < lengths[:, None])[:, None, :]
+        if self.standardize and statistics is None:
+            statistics = self.input_statistics(log_mel, lengths)
+        elif not self.standardize:
+            statistics = None
         window = max(1, _WINDOW_ELEMENTS // (batch * self.n_mels))
         if self.training or frames <= window:
-            logits = self._logits(log_mel.transpose(1, 2), mask)
+            logits = self._logits(log_mel.transpose(1, 2), mask, statistics)
         else:
-            logits = torch.cat(list(self._windows(log_mel, mask, window)), dim=1)
+            logits = torch.cat(list(self._windows(log_mel, mask, window, statistics)), dim=1)
         raw = torch.sigmoid(logits).clamp_min(torch.finfo(logits.dtype).tiny)
         return raw if mask is None else torch.where(mask[:, 0], raw, 0.0)
 
-    def _logits(self, x: Tensor, mask: Tensor | None) -> Tensor:
+    def _logits(self, x: Tensor, mask: Tensor | None, statistics: tuple[Tensor, Tensor] | None) -> Tensor:
+        if statistics is not None:
+            mean, inverse_std = statistics
+            x = (x - mean) * inverse_std
         for block in self.blocks:
             x = block(x, mask)
         return x[:, 0]
 
-    def _windows(self, log_mel: Tensor, mask: Tensor | None, window: int) -> Iterator[Tensor]:
+    def _windows(
+        self, log_mel: Tensor, mask: Tensor | None, window: int, statistics: tuple[Tensor, Tensor] | None
+    ) -> Iterator[Tensor]:
         """Logits window by window, each with ``halo`` frames of context on both sides.
 
         In evaluation mode the network is local (batch norm is a fixed affine map), and every
@@ -320,7 +382,7 @@ class ImportanceEstimator(nn.Module):
             t1 = min(frames, t0 + window)
             lo, hi = max(0, t0 - halo), min(frames, t1 + halo)
             part = None if mask is None else mask[:, :, lo:hi]
-            yield self._logits(log_mel[:, lo:hi].transpose(1, 2), part)[:, t0 - lo : t1 - lo]
+            yield self._logits(log_mel[:, lo:hi].transpose(1, 2), part, statistics)[:, t0 - lo : t1 - lo]
 
 
 def _check_log_mel(log_mel: Tensor, n_mels: int | None) -> None:
@@ -428,8 +490,8 @@ class DiffRes(_ScoreMerge):
         (:func:`adares.functional.merge.output_lengths`).
     eps : float
         Added to merged power before the log (1e-12, as the reference).
-    kernel_size, num_blocks, channels
-        Shape of the :class:`ImportanceEstimator`.
+    kernel_size, num_blocks, channels, standardize
+        Shape and input standardisation of the :class:`ImportanceEstimator`.
 
     Examples
     --------
@@ -448,9 +510,12 @@ class DiffRes(_ScoreMerge):
         kernel_size: int = 5,
         num_blocks: int = 5,
         channels: Sequence[int] | None = None,
+        standardize: bool = False,
     ) -> None:
         super().__init__(n_mels, reduction=reduction, eps=eps)
-        self.estimator = ImportanceEstimator(n_mels, kernel_size=kernel_size, num_blocks=num_blocks, channels=channels)
+        self.estimator = ImportanceEstimator(
+            n_mels, kernel_size=kernel_size, num_blocks=num_blocks, channels=channels, standardize=standardize
+        )
 
     def raw_scores(self, log_mel: Tensor, lengths: Tensor) -> Tensor:
         """The estimator's raw scores ``[B, T]``."""

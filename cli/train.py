@@ -11,6 +11,12 @@ from adares.train import COMPRESSORS, TrainConfig
 _DEFAULTS = TrainConfig()
 
 
+def _estimator_settings(standardize: bool) -> dict:
+    """The default estimator settings with the input choice; the key only when it is set."""
+    settings = {key: value for key, value in _DEFAULTS.estimator.items() if key != "standardize"}
+    return {**settings, "standardize": True} if standardize else settings
+
+
 @click.command("train")
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
@@ -36,6 +42,13 @@ _DEFAULTS = TrainConfig()
 @click.option("--compressor-lr", type=float, default=None, help="Peak learning rate of the estimator [default: --lr].")
 @click.option("--guide-weight", type=float, default=_DEFAULTS.guide_weight, help="Weight of the DiffRes guide loss.")
 @click.option("--mixup", type=float, default=_DEFAULTS.mixup, help="Mixup Beta(α, α); 0 disables it.")
+@click.option(
+    "--standardize-input/--raw-input",
+    default=bool(_DEFAULTS.estimator.get("standardize", False)),
+    show_default=True,
+    help="Standardise each clip's log-mel at the DiffRes estimator's input (the shipped default is "
+    "trained so); --raw-input feeds the raw log-mel, as the paper.",
+)
 @click.option(
     "--planes",
     type=click.Choice(["auto", "avg", "stack", "mix"]),
@@ -70,6 +83,7 @@ def train_command(
     compressor_lr: float | None,
     guide_weight: float,
     mixup: float,
+    standardize_input: bool,
     planes: str,
     cache_dir: Path | None,
     restart: bool,
@@ -101,6 +115,7 @@ def train_command(
         guide_weight=guide_weight,
         mixup=mixup,
         planes=planes,
+        estimator=_estimator_settings(standardize_input),
     )
     metrics = train(
         data_dir,

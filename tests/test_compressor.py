@@ -20,9 +20,9 @@ from adares.functional.merge import compress, output_lengths
 SR = 16000
 
 
-def _estimator(n_mels: int = 16) -> ImportanceEstimator:
+def _estimator(n_mels: int = 16, *, standardize: bool = False) -> ImportanceEstimator:
     torch.manual_seed(0)
-    estimator = ImportanceEstimator(n_mels, kernel_size=3, channels=[4, 2, 1])
+    estimator = ImportanceEstimator(n_mels, kernel_size=3, channels=[4, 2, 1], standardize=standardize)
     # Non-trivial batch-norm statistics, so a wrong load shows.
     for module in estimator.modules():
         if isinstance(module, torch.nn.BatchNorm1d):
@@ -31,7 +31,7 @@ def _estimator(n_mels: int = 16) -> ImportanceEstimator:
     return estimator.eval()
 
 
-def _bundle(tmp_path, **kwargs) -> Compressor:
+def _bundle(tmp_path, *, standardize: bool = False, **kwargs) -> Compressor:
     settings = {
         "frontend": {"sr": SR, "hop": "5ms", "win": "25ms", "n_mels": 16},
         "reduction": 0.5,
@@ -42,7 +42,7 @@ def _bundle(tmp_path, **kwargs) -> Compressor:
         "validated": {"sr": [SR], "hop_samples": [40, 80, 160], "preset": ["librosa"], "reduction": [0.5, 0.75]},
     }
     settings.update(kwargs)
-    return export_bundle(_estimator(), tmp_path / "tiny", **settings)
+    return export_bundle(_estimator(standardize=standardize), tmp_path / "tiny", **settings)
 
 
 def _waveform(seconds: float = 0.6, seed: int = 0) -> np.ndarray:
@@ -67,6 +67,7 @@ def test_round_trip_keeps_weights_card_and_digest(tmp_path):
         "n_mels": 16,
         "kernel_size": 3,
         "channels": [4, 2, 1],
+        "standardize": False,
         "receptive_field_frames": 13,
     }
     assert card["frontend"]["hop_samples"] == 80 and card["reduction"] == 0.5
@@ -215,12 +216,33 @@ def test_compress_power_batch_matches_single_calls(tmp_path):
         )
 
 
-def test_blockwise_scoring_equals_one_call(tmp_path, monkeypatch):
-    bundle = _bundle(tmp_path)
-    log_mel = torch.randn(1, 300, 16) - 4.0
+@pytest.mark.parametrize("standardize", [False, True])
+def test_blockwise_scoring_equals_one_call(tmp_path, monkeypatch, standardize):
+    bundle = _bundle(tmp_path, standardize=standardize)
+    log_mel = torch.randn(1, 300, 16) * 3.0 - 4.0
+    log_mel[:, 150:] += 10.0  # blocks whose own statistics differ from the whole's
     whole = bundle.estimate(log_mel)
     monkeypatch.setattr(compressor_module, "BLOCK_FRAMES", 37)
     torch.testing.assert_close(bundle.estimate(log_mel), whole, rtol=1e-5, atol=1e-6)
+
+
+def test_standardising_bundle_round_trip_and_older_cards(tmp_path):
+    saved = _bundle(tmp_path, standardize=True)
+    folder = tmp_path / "tiny"
+    card = json.loads((folder / "config.json").read_text())
+    assert card["estimator"]["standardize"] is True
+    loaded = Compressor.load(folder)
+    assert loaded.estimator.standardize and loaded.sha256 == saved.sha256
+    samples = _waveform()
+    np.testing.assert_array_equal(loaded(samples, SR).scores, saved(samples, SR).scores)
+    # a card written before the option existed describes an estimator fed the raw log-mel
+    del card["estimator"]["standardize"]
+    (folder / "config.json").write_text(json.dumps(card))
+    assert not Compressor.load(folder).estimator.standardize
+    card["estimator"]["standardize"] = "yes"
+    (folder / "config.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="standardize must be true or false"):
+        Compressor.load(folder)
 
 
 def test_settings_outside_validation_warn_once_naming_the_setting(tmp_path):

@@ -137,6 +137,83 @@ def test_estimator_windows_in_evaluation_are_exact(monkeypatch):
         assert float((estimator(x, lengths) - whole).abs().max()) > 1e-5
 
 
+def _reference_standardised(x: torch.Tensor, n: int) -> torch.Tensor:
+    """One item's first ``n`` frames standardised over frames and bins, in float64."""
+    valid = x[:n].double()
+    return ((valid - valid.mean()) / torch.sqrt(valid.var(unbiased=False) + 1e-5)).float()
+
+
+def test_standardising_estimator_equals_raw_estimator_on_standardised_input():
+    torch.manual_seed(2)
+    x = _log_mel(3, 60, 16, seed=5)
+    x[1] = 3.0 * x[1] + 20.0  # a much louder item: its own statistics, not the batch's
+    lengths = torch.tensor([60, 41, 9])
+    standardising = _calibrated(ImportanceEstimator(16, standardize=True), x)
+    raw = ImportanceEstimator(16)
+    raw.load_state_dict(standardising.state_dict())  # the same weights and running statistics
+    raw.eval()
+    reference = [_reference_standardised(x[b], n) for b, n in enumerate(lengths.tolist())]
+    garbage = x.clone()
+    garbage[1, 41:] = 1e4
+    garbage[2, 9:] = -1e4
+    with torch.no_grad():
+        scores = standardising(garbage, lengths)
+        for b, n in enumerate(lengths.tolist()):
+            expected = raw(reference[b][None])
+            torch.testing.assert_close(scores[b : b + 1, :n], expected, rtol=1e-4, atol=1e-5)
+            assert torch.all(scores[b, n:] == 0)
+
+
+def test_standardising_estimator_ignores_level_and_gain():
+    torch.manual_seed(3)
+    estimator = ImportanceEstimator(16, standardize=True)
+    x = _log_mel(2, 50, 16, seed=6)
+    _calibrated(estimator, x)
+    with torch.no_grad():
+        torch.testing.assert_close(estimator(4.0 * x - 30.0), estimator(x), rtol=1e-4, atol=1e-5)
+        plain = ImportanceEstimator(16)
+        plain.load_state_dict(estimator.state_dict())
+        assert float((plain.eval()(4.0 * x - 30.0) - plain(x)).abs().max()) > 1e-3  # the control moves
+
+
+def test_standardising_estimator_input_statistics_and_pieces(monkeypatch):
+    torch.manual_seed(4)
+    estimator = _calibrated(ImportanceEstimator(32, standardize=True), _log_mel(2, 300, 32, seed=3))
+    x = _log_mel(2, 300, 32, seed=4)
+    lengths = torch.tensor([300, 137])
+    mean, inverse_std = estimator.input_statistics(x, lengths)
+    assert mean.shape == inverse_std.shape == (2, 1, 1)
+    torch.testing.assert_close(mean[1, 0, 0], x[1, :137].mean())
+    torch.testing.assert_close(inverse_std[1, 0, 0], torch.rsqrt(x[1, :137].var(unbiased=False) + 1e-5))
+    with torch.no_grad():
+        whole = estimator(x, lengths)
+        # windows in evaluation use the statistics of the whole input
+        monkeypatch.setattr(diffres, "_WINDOW_ELEMENTS", 2 * 32 * 25)
+        torch.testing.assert_close(estimator(x, lengths), whole, rtol=1e-5, atol=1e-6)
+        # a piece scored with the whole's statistics equals the whole inside the piece's interior
+        stats = estimator.input_statistics(x[:1])
+        piece = estimator(x[:1, 100:200], statistics=stats)
+        torch.testing.assert_close(piece[:, 20:80], whole[:1, 120:180], rtol=1e-5, atol=1e-6)
+        assert float((estimator(x[:1, 100:200]) - piece).abs().max()) > 1e-4  # its own statistics differ
+
+
+def test_standardising_estimator_gradients():
+    torch.manual_seed(5)
+    module = DiffRes(8, standardize=True).double()
+    x = _log_mel(2, 12, 8, dtype=torch.float64).requires_grad_()
+    lengths = torch.tensor([12, 7])
+
+    def planes(log_mel):
+        out = module(log_mel, lengths)
+        return out.avg, out.max
+
+    # batch norm in training mode and the standardisation both depend on the whole input
+    assert torch.autograd.gradcheck(planes, (x,), eps=1e-6, atol=1e-5)
+    out = module(x.detach(), lengths)
+    (out.avg.sum() + out.resolution.sum()).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in module.estimator.parameters())
+
+
 # --------------------------------------------------------------------------------------------
 # DiffRes
 

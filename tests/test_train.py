@@ -317,7 +317,9 @@ def test_train_from_audio_folder_is_reproducible(tmp_path):
 def test_diffres_run_exports_a_loadable_bundle(tmp_path):
     from adares.compressor import Compressor
 
-    config = _config(compressor="diffres", reduction=0.5, epochs=1, estimator={"channels": [4, 1]})
+    config = _config(
+        compressor="diffres", reduction=0.5, epochs=1, estimator={"channels": [4, 1], "standardize": True}
+    )
     assert config.plane_mode == "mix"
     metrics = _run(tmp_path, "run", config, _synthetic_set(config))
     assert metrics["compressor_macs"] > 0
@@ -325,6 +327,7 @@ def test_diffres_run_exports_a_loadable_bundle(tmp_path):
     bundle = Compressor.load(tmp_path / "run" / "compressor")
     assert bundle.reduction == 0.5
     assert bundle.card["estimator"]["channels"] == [4, 1]
+    assert bundle.card["estimator"]["standardize"] is True and bundle.estimator.standardize
     assert bundle.card["metrics"]["accuracy"] == metrics["accuracy"]
     weights = load_file(tmp_path / "run" / WEIGHTS)
     for name, tensor in bundle.estimator.state_dict().items():
@@ -362,6 +365,7 @@ def test_train_command(tmp_path):
     from click.testing import CliRunner
 
     from adares.cli.main import main
+    from adares.compressor import Compressor
 
     data_dir = tmp_path / "data"
     data_dir.mkdir()
@@ -373,5 +377,12 @@ def test_train_command(tmp_path):
     assert "test accuracy" in result.output
     metrics = json.loads((tmp_path / "out" / METRICS).read_text())
     assert metrics["config"]["compressor"] == "avgpool" and metrics["config"]["n_mels"] == 32
+    assert metrics["config"]["estimator"] == TrainConfig().estimator  # the default: raw input
+    arguments = ["train", str(data_dir), str(tmp_path / "std"), "--compressor", "diffres", "--standardize-input"]
+    arguments += ["--epochs", "1", "--min-epochs", "1", "--n-mels", "32", "--quiet"]
+    result = CliRunner().invoke(main, arguments)
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "std" / METRICS).read_text())["config"]["estimator"]["standardize"] is True
+    assert Compressor.load(tmp_path / "std" / "compressor").estimator.standardize
     bad = CliRunner().invoke(main, ["train", str(data_dir), str(tmp_path / "x"), "--reduction", "1.5"])
     assert bad.exit_code == 2 and "reduction" in bad.output
