@@ -8,8 +8,9 @@ recognise and remove the leftovers of a killed one.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
@@ -17,6 +18,23 @@ from typing import IO
 __all__ = ["TEMP_MARKER", "atomic_open", "atomic_write_text", "remove_stale_temporaries"]
 
 TEMP_MARKER = ".adares-tmp-"
+_COUNTER = itertools.count()
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
+def _create_temporary(final: Path) -> tuple[int, str]:
+    """Create and open a new temporary file next to ``final``; the umask sets its permissions.
+
+    The name carries the process id and a per-process counter (no collision between the workers
+    of one run) and a random part (none with another machine writing to a shared folder);
+    ``O_EXCL`` makes a collision an error rather than a shared file.
+    """
+    while True:
+        temporary = final.parent / f".{final.name}{TEMP_MARKER}{os.getpid()}-{next(_COUNTER)}-{secrets.token_hex(3)}"
+        try:
+            return os.open(temporary, _CREATE, 0o666), str(temporary)
+        except FileExistsError:
+            continue
 
 
 @contextlib.contextmanager
@@ -41,14 +59,13 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "wb", *, fsync: bool =
     """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{final.name}{TEMP_MARKER}", dir=final.parent)
+    descriptor, temporary = _create_temporary(final)
     try:
         with os.fdopen(descriptor, mode) as handle:
             yield handle
             if fsync:
                 handle.flush()
                 os.fsync(handle.fileno())
-        os.chmod(temporary, 0o644)
         os.replace(temporary, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

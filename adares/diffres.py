@@ -306,16 +306,22 @@ class ImportanceEstimator(nn.Module):
         _check_log_mel(log_mel, self.n_mels)
         batch, frames, _ = log_mel.shape
         if lengths is None:
-            mean = log_mel.mean(dim=(1, 2), keepdim=True)
-            var = (log_mel - mean).square().mean(dim=(1, 2), keepdim=True)
+            counts = [frames] * batch
         else:
-            lengths = _resolve_lengths(lengths, batch=batch, frames=frames, device=log_mel.device)
-            valid = (torch.arange(frames, device=log_mel.device)[None, :] < lengths[:, None]).to(log_mel.dtype)
-            count = (lengths.to(log_mel.dtype) * self.n_mels)[:, None, None]
-            weights = valid[:, :, None]
-            mean = (log_mel * weights).sum(dim=(1, 2), keepdim=True) / count
-            var = ((log_mel - mean).square() * weights).sum(dim=(1, 2), keepdim=True) / count
-        return mean, torch.rsqrt(var + _STANDARDIZE_EPS)
+            counts = _resolve_lengths(lengths, batch=batch, frames=frames, device=log_mel.device).tolist()
+        # Item by item over its own valid frames, with float64 sums and no [T, F] temporary: the
+        # same arithmetic alone as inside a padded batch, and a few bytes for an hour of frames.
+        means, inverse_stds = [], []
+        for item, count in enumerate(counts):
+            valid = log_mel[item, :count]
+            size = max(1, valid.numel())
+            mean = valid.sum(dtype=torch.float64) / size
+            squares = torch.linalg.vector_norm(valid, dtype=torch.float64).square() / size
+            variance = (squares - mean.square()).clamp_min(0.0)
+            means.append(mean)
+            inverse_stds.append(torch.rsqrt(variance + _STANDARDIZE_EPS))
+        mean = torch.stack(means).to(log_mel.dtype).reshape(batch, 1, 1)
+        return mean, torch.stack(inverse_stds).to(log_mel.dtype).reshape(batch, 1, 1)
 
     def forward(
         self,

@@ -9,6 +9,7 @@ that produced them). On disk it is one ``.npz`` with the keys ``mel``, ``spans``
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import zipfile
@@ -19,6 +20,9 @@ import numpy as np
 
 from adares.atomic import atomic_open
 from adares.errors import FeatureFileError, ParameterError
+
+# Feature files up to this size (mel bytes) are assembled in memory before the one write.
+_BUFFERED_BYTES = 16 << 20
 
 __all__ = ["Features", "load_features", "uniform_spans"]
 
@@ -149,8 +153,16 @@ class Features:
         if self.scores is not None:
             arrays["scores"] = self.scores
         arrays["meta"] = np.array(json.dumps(self.meta, sort_keys=True))
+        if self.mel.nbytes > _BUFFERED_BYTES:
+            with atomic_open(path, "wb") as handle:
+                np.savez(handle, **arrays)
+            return
+        # A small file is assembled in memory and written in one call: the zip writer's many
+        # small writes and seeks on a real file cost more than the data (measured: ~0.3 ms a file).
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
         with atomic_open(path, "wb") as handle:
-            np.savez(handle, **arrays)
+            handle.write(buffer.getbuffer())
 
     def __repr__(self) -> str:
         return (

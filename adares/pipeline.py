@@ -13,7 +13,6 @@ files finish, so a killed run keeps the record of every finished file and a reru
 from __future__ import annotations
 
 import concurrent.futures as cf
-import contextlib
 import hashlib
 import json
 import multiprocessing
@@ -100,8 +99,11 @@ class ExtractConfig:
 
     def config_hash(self, extractor: Any) -> str:
         """Short sha256 of :meth:`identity`: equal hashes mean interchangeable outputs."""
-        text = json.dumps(self.identity(extractor), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return _identity_hash(self.identity(extractor))
+
+
+def _identity_hash(identity: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -259,17 +261,31 @@ def extract(
     own_pool = executor is None and workers > 1
     pool: cf.Executor | None = executor
     starting: threading.Thread | None = None
+    described: cf.Future | None = None
     if own_pool and _may_have_work(sources, previous, overwrite=overwrite):
-        # Start the workers first: they import torch and build their extractor while this
-        # process does the same to validate the settings, and then plans the run. Submitting
-        # blocks until the fork server has imported its modules, hence the thread.
+        # Start the workers first. The first one builds the extractor, which validates every
+        # setting and hashes the model, and sends back the resolved settings; meanwhile this
+        # process, which never imports torch on this path, plans the run. Submitting blocks
+        # until the fork server has imported its modules, hence the thread.
         pool = _local_pool(workers)
-        starting = threading.Thread(target=_warm_up_pool, args=(pool, workers, config), daemon=True)
+        described = cf.Future()
+        starting = threading.Thread(target=_warm_up_pool, args=(pool, workers, config, described), daemon=True)
         starting.start()
     try:
-        # Built here once to validate every setting before any work starts, and to hash the model.
-        extractor = config.build_extractor()
-        config_hash = config.config_hash(extractor)
+        tasks = [_make_task(root, out, source, outputs[source]) for source in sources]
+        declared = {task.source: _declared_seconds(task.source) for task in tasks} if described else {}
+        extractor, identity = None, None
+        if described is not None:
+            try:
+                identity = described.result()
+            except cf.process.BrokenProcessPool:  # the worker died: validate here, and start afresh
+                _shutdown(pool)
+                pool = _local_pool(workers)
+        if identity is None:
+            # Built here once to validate every setting before any work starts, and to hash the model.
+            extractor = config.build_extractor()
+            identity = config.identity(extractor)
+        config_hash = _identity_hash(identity)
         summary = Summary(output_dir=str(out), config_hash=config_hash)
         _refuse_mixing(previous, config_hash=config_hash, out=out, overwrite=overwrite)
 
@@ -299,8 +315,7 @@ def extract(
                 if on_record is not None:
                     on_record(entry)
 
-            for source in sources:
-                task = _make_task(root, out, source, outputs[source])
+            for task in tasks:
                 done_before = finished.get(task.source_rel)
                 if done_before is not None and _unchanged(done_before, task, out):
                     record(_skipped_record(done_before))
@@ -308,7 +323,8 @@ def extract(
                     todo.append(task)
             summary.total = len(sources)
             if on_plan is not None:
-                on_plan(len(todo), sum(_declared_seconds(task.source) for task in todo))
+                seconds = (declared[t.source] if t.source in declared else _declared_seconds(t.source) for t in todo)
+                on_plan(len(todo), sum(seconds))
 
             if starting is not None:
                 starting.join()
@@ -563,10 +579,28 @@ def _warm_up(config: ExtractConfig) -> None:
     _worker_extractor(config)
 
 
-def _warm_up_pool(pool: cf.Executor, workers: int, config: ExtractConfig) -> None:
-    with contextlib.suppress(RuntimeError, cf.process.BrokenProcessPool):  # the run may have ended first
-        for _ in range(workers):
+def _describe(config: ExtractConfig) -> dict[str, Any]:
+    """Worker side of the start-up: build the extractor (raising on a bad setting), return its identity."""
+    return config.identity(_worker_extractor(config))
+
+
+def _warm_up_pool(pool: cf.Executor, workers: int, config: ExtractConfig, described: cf.Future) -> None:
+    """Have one worker describe the extractor into ``described`` and the others build theirs."""
+
+    def relay(future: cf.Future) -> None:
+        error = future.exception()
+        if error is None:
+            described.set_result(future.result())
+        else:
+            described.set_exception(error)
+
+    try:
+        pool.submit(_describe, config).add_done_callback(relay)
+        for _ in range(workers - 1):
             pool.submit(_warm_up, config)
+    except (RuntimeError, cf.process.BrokenProcessPool) as error:  # the run may have ended first
+        if not described.done():
+            described.set_exception(cf.process.BrokenProcessPool(str(error)))
 
 
 _BATCH_MAX_SECONDS = 30.0

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from adares import atomic
+from adares import features as features_module
 from adares.errors import FeatureFileError, ParameterError
 from adares.features import Features, load_features, uniform_spans
 
@@ -26,8 +26,16 @@ def test_times_are_exact_seconds():
     assert f.duration == pytest.approx(0.05)
 
 
+@pytest.fixture(params=["in memory", "streamed"])
+def write_mode(request, monkeypatch):
+    """Both ways Features.save writes: assembled in memory (small files) or streamed (large)."""
+    if request.param == "streamed":
+        monkeypatch.setattr(features_module, "_BUFFERED_BYTES", -1)
+    return request.param
+
+
 @pytest.mark.parametrize("with_scores", [True, False])
-def test_save_load_roundtrip(tmp_path, with_scores):
+def test_save_load_roundtrip(tmp_path, with_scores, write_mode):
     f = make(with_scores=with_scores)
     path = tmp_path / "sub" / "x.npz"
     f.save(path)
@@ -46,12 +54,21 @@ def test_save_load_roundtrip(tmp_path, with_scores):
     assert list(tmp_path.rglob("*adares-tmp*")) == []
 
 
-def test_failed_write_keeps_previous_file(tmp_path, monkeypatch):
+def test_both_write_modes_give_the_same_bytes(tmp_path, monkeypatch):
+    make().save(tmp_path / "memory.npz")
+    monkeypatch.setattr(features_module, "_BUFFERED_BYTES", -1)
+    make().save(tmp_path / "streamed.npz")
+    assert (tmp_path / "memory.npz").read_bytes() == (tmp_path / "streamed.npz").read_bytes()
+
+
+def test_failed_write_keeps_previous_file(tmp_path, monkeypatch, write_mode):
     path = tmp_path / "x.npz"
     make().save(path)
     before = path.read_bytes()
+    original = np.savez
 
-    def explode(*args, **kwargs):
+    def explode(file, **arrays):
+        original(file, **arrays)  # part of the bytes may be out already
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(np, "savez", explode)
@@ -114,11 +131,3 @@ def test_load_errors(tmp_path):
     truncated.write_bytes(truncated.read_bytes()[:200])
     with pytest.raises(FeatureFileError):
         load_features(truncated)
-
-
-def test_remove_stale_temporaries(tmp_path):
-    (tmp_path / "a").mkdir()
-    (tmp_path / "a" / f".x.npz{atomic.TEMP_MARKER}123").write_bytes(b"half")
-    (tmp_path / "a" / "keep.npz").write_bytes(b"whole")
-    assert atomic.remove_stale_temporaries(tmp_path) == 1
-    assert [p.name for p in (tmp_path / "a").iterdir()] == ["keep.npz"]
