@@ -12,7 +12,7 @@ of that variation the configurations share).
     python benchmarks/bench_accuracy.py --pass quick   # smoke run: small subsets, one seed, 2 epochs
 
 The full study (every configuration, seeds 0 and 1, 25 epochs) is what the claims are judged on;
-it takes about an hour of both cores from a cold cache. The screening pass that ``make bench``
+it takes about 80 minutes of both cores from a cold cache. The screening pass that ``make bench``
 runs (the configurations the claims compare, seed 0, 12 epochs) fits with the speed benchmarks
 in half an hour; its numbers are lower and noisier and it says so next to them.
 
@@ -470,7 +470,7 @@ _INTRODUCTIONS = {
         "compare, one seed, 12 epochs (model selection from epoch 8) instead of 25. Every number here "
         "differs by a few points from the full study and moves by a few points from seed to seed; the claims are "
         "judged on the full study, in its own section of this file (`make bench-accuracy`: two seeds, "
-        "every configuration, about an hour of both cores).",
+        "every configuration, about 80 minutes of both cores).",
     ),
 }
 
