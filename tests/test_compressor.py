@@ -363,3 +363,32 @@ def test_models_command_lists_the_shipped_default():
     assert result.output.startswith("default")
     assert "drums, keywords, pitch" in result.output and "2.5 ms, 5 ms, 10 ms" in result.output
     assert "test_accuracy (%, per hop at reductions 0.5, 0.75):" in result.output
+
+
+def test_the_users_power_is_reused_when_the_analysis_would_compute_the_same(tmp_path, monkeypatch):
+    from adares import extractor as extractor_module
+    from adares.extractor import batch_power, fine_power
+
+    bundle = _bundle(tmp_path)
+    same = MelFrontend.from_config({**bundle.frontend_config, "log": "db"})  # only the log differs
+    other = MelFrontend(sr=SR, hop="5ms", n_mels=24)
+    clips = [_waveform(0.6, seed=1), _waveform(0.35, seed=2)]
+    expected_one = bundle.raw_scores(clips[0], frontend=same)
+    power, frames, waveform, lengths = batch_power(same, clips)
+    expected_batch, _ = bundle.batch_scores(waveform, lengths, frontend=same)
+    analysis = bundle.analysis_frontend(sr=SR, hop_samples=same.hop_samples)
+
+    def no_second_stft(*args, **kwargs):
+        raise AssertionError("the analysis recomputed a power spectrogram it was given")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(extractor_module, "fine_power", no_second_stft)
+        patch.setattr(analysis, "forward", no_second_stft)
+        one = bundle.raw_scores(clips[0], frontend=same, power=fine_power(same, clips[0]))
+        batch, counted = bundle.batch_scores(waveform, lengths, frontend=same, power=(power, frames))
+    assert torch.equal(one, expected_one)
+    assert torch.equal(batch, expected_batch) and torch.equal(counted, frames)
+    # another front end's power is not the analysis's: it computes its own
+    power, frames, waveform, lengths = batch_power(other, clips)
+    batch, _ = bundle.batch_scores(waveform, lengths, frontend=other, power=(power, frames))
+    assert torch.equal(batch[:, : expected_batch.shape[1]], expected_batch)
