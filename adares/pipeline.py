@@ -273,7 +273,9 @@ def extract(
         starting.start()
     try:
         tasks = [_make_task(root, out, source, outputs[source]) for source in sources]
-        declared = {task.source: _declared_seconds(task.source) for task in tasks} if described else {}
+        # While the workers start, read every header for the plan's audio hours (before the
+        # configuration is known, so also those of files a resumed run will skip).
+        declared = {t.source: _declared_seconds(t.source) for t in tasks} if described is not None else {}
         extractor, identity = None, None
         if described is not None:
             try:
