@@ -352,10 +352,10 @@ class ImportanceEstimator(nn.Module):
         if lengths is not None:
             lengths = _resolve_lengths(lengths, batch=batch, frames=frames, device=log_mel.device)
             mask = (torch.arange(frames, device=log_mel.device)[None, :] < lengths[:, None])[:, None, :]
-        if self.standardize and statistics is None:
-            statistics = self.input_statistics(log_mel, lengths)
-        elif not self.standardize:
+        if not self.standardize:
             statistics = None
+        elif statistics is None:
+            statistics = self.input_statistics(log_mel, lengths)
         window = max(1, _WINDOW_ELEMENTS // (batch * self.n_mels))
         if self.training or frames <= window:
             logits = self._logits(log_mel.transpose(1, 2), mask, statistics)

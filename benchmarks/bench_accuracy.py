@@ -40,6 +40,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _report import commit, update_section  # noqa: E402
 
+from adares.train import DEFAULT_ESTIMATOR_CHANNELS  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "benchmarks" / "data" / "generated"
 CACHE = ROOT / "benchmarks" / "cache"
@@ -66,7 +68,7 @@ CONFIGS: dict[str, dict[str, Any]] = {
     "diffres-std-0.75": {
         "compressor": "diffres",
         "reduction": 0.75,
-        "estimator": {"channels": [32, 16, 8, 4, 1], "standardize": True},
+        "estimator": {"channels": list(DEFAULT_ESTIMATOR_CHANNELS), "standardize": True},
     },
     # Frozen features, then the same classifier as fixed-5ms: the shipped default compressor's
     # output of `adares extract`, uniform pooling to the same number of frames, and the
@@ -175,6 +177,11 @@ def _train_config(name: str, seed: int, overrides: dict[str, Any]):
     return TrainConfig(**settings)
 
 
+def _fine(config):
+    """The configuration of the fine log-mel a run starts from (without the width channel)."""
+    return dataclasses.replace(config, n_mels=FINE_MELS)
+
+
 def _is_learned(name: str) -> bool:
     return name.split("-")[0] in LEARNED
 
@@ -208,7 +215,7 @@ def _frozen_set(task: str, name: str, config) -> Any:
     from adares.store import read_jsonl
 
     spec = CONFIGS[name]
-    fine = _spectrograms(task, dataclasses.replace(config, n_mels=FINE_MELS))
+    fine = _spectrograms(task, _fine(config))
     widths: list[torch.Tensor] = []  # per clip: each frame's length in fine frames
     if spec["features"] == "uniform":
         pool = AvgPoolCompressor(fine.log_mel.shape[-1], reduction=spec["reduction"]).eval()
@@ -254,11 +261,6 @@ def _frozen_set(task: str, name: str, config) -> Any:
     )
 
 
-def _hop_samples(features) -> int:
-    """The fine hop of an extracted feature file, in samples (from its recorded front end)."""
-    return int(features.meta["frontend"]["hop_samples"])
-
-
 def _estimator_macs(task: str, config) -> int:
     """MACs of the default bundle's estimator on one clip of the task's mean fine length."""
     import torch
@@ -266,7 +268,7 @@ def _estimator_macs(task: str, config) -> int:
 
     from adares.compressor import Compressor
 
-    frames = round(float(_spectrograms(task, dataclasses.replace(config, n_mels=FINE_MELS)).lengths.float().mean()))
+    frames = round(float(_spectrograms(task, _fine(config)).lengths.float().mean()))
     estimator = Compressor.from_pretrained("default").estimator
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         estimator(torch.zeros(1, frames, estimator.n_mels))
@@ -656,7 +658,7 @@ def main(argv: list[str] | None = None) -> int:
     from adares.train import load_spectrograms
 
     fine_frontends = {
-        json.dumps(dataclasses.replace(_train_config(n, 0, plan.overrides), n_mels=FINE_MELS).frontend_config())
+        json.dumps(_fine(_train_config(n, 0, plan.overrides)).frontend_config())
         for n in names
     }
     for task in tasks:
