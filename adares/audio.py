@@ -82,11 +82,10 @@ def info(path: str | os.PathLike[str]) -> AudioInfo:
     AudioDecodeError
         If the file is missing, empty or not an audio file libsndfile recognises.
     """
-    _check_file(path)
     try:
         header = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError) as error:
-        raise AudioDecodeError(path, _describe_open_error(error)) from None
+        raise _open_failure(path, error) from None
     return AudioInfo(
         path=str(path),
         sr=int(header.samplerate),
@@ -145,14 +144,13 @@ def load(
     if channel is not None and (isinstance(channel, bool) or not isinstance(channel, int) or channel < 0):
         raise ParameterError(f"channel must be a non-negative integer or None, got {channel!r}")
 
-    _check_file(path)
     try:
         with sf.SoundFile(str(path)) as handle:
             samples, file_sr = _decode(handle, path=path, sr=sr, mono=mono, channel=channel)
     except AudioDecodeError:
         raise
     except (sf.LibsndfileError, RuntimeError) as error:
-        raise AudioDecodeError(path, _describe_open_error(error)) from None
+        raise _open_failure(path, error) from None
     return samples, file_sr
 
 
@@ -186,7 +184,7 @@ def _decode(
             frames_read += len(block)
             if channel is not None:
                 block = block[:, channel : channel + 1]
-            elif not keep_channels:
+            elif not keep_channels and channels > 1:
                 block = block.mean(axis=1, keepdims=True, dtype=np.float32)
         if resampler is not None:
             block = resampler.resample_chunk(block, last=last)
@@ -212,6 +210,15 @@ def _make_resampler(file_sr: int, target_sr: int, channels: int):  # noqa: ANN20
     import soxr  # imported lazily: only needed when rates differ
 
     return soxr.ResampleStream(file_sr, target_sr, channels, dtype="float32", quality="HQ")
+
+
+def _open_failure(path: str | os.PathLike[str], error: Exception) -> AudioDecodeError:
+    """Why libsndfile could not open ``path``: the file system's reason when there is one.
+
+    Checked only after a failure, so a good file costs no extra system calls.
+    """
+    _check_file(path)  # raises for a missing, empty or unreadable file, or a folder
+    return AudioDecodeError(path, _describe_open_error(error))
 
 
 def _check_file(path: str | os.PathLike[str]) -> None:

@@ -403,6 +403,8 @@ class MelFrontend(nn.Module):
             frames = 1 + torch.div(lengths_t, self.hop_samples, rounding_mode="floor")
         else:
             frames = 1 + torch.div(lengths_t - self.win_samples, self.hop_samples, rounding_mode="floor")
+        if int(frames.min()) >= mel.shape[-2]:  # no item is padded
+            return mel, frames
         beyond = torch.arange(mel.shape[-2], device=mel.device) >= frames[:, None]
         return mel.masked_fill(beyond[..., None], 0.0), frames
 

@@ -531,7 +531,7 @@ def _centre_pad(flat: Tensor, *, pad: int, pad_mode: PadMode, lengths: Tensor | 
     if lengths is not None:
         lengths = _check_lengths(lengths, batch=flat.shape[0], n=n, device=flat.device)
     if pad_mode == "constant":
-        if lengths is not None:
+        if lengths is not None and int(lengths.min()) < n:  # some item is padded: zero its tail
             flat = flat.masked_fill(torch.arange(n, device=flat.device) >= lengths[:, None], 0.0)
         return torch.nn.functional.pad(flat, (pad, pad))
     shortest = n if lengths is None else int(lengths.min())
