@@ -13,10 +13,8 @@ files finish, so a killed run keeps the record of every finished file and a reru
 from __future__ import annotations
 
 import concurrent.futures as cf
-import ctypes
 import hashlib
 import json
-import multiprocessing
 import os
 import threading
 import time
@@ -39,6 +37,7 @@ from adares.store import (
     rewrite_jsonl,
     write_features,
 )
+from adares.workers import limit_threads, local_pool, start_fork_server
 
 __all__ = ["ExtractConfig", "Summary", "extract", "discover", "ConfigMismatchError"]
 
@@ -253,13 +252,15 @@ def extract(
     out = Path(output_dir)
     if jobs is not None and jobs < 1:
         raise ParameterError(f"jobs must be at least 1, got {jobs}")
+    workers = jobs or os.cpu_count() or 1
+    own_pool = executor is None and workers > 1
+    if own_pool:
+        start_fork_server()  # its imports (torch) run while this process finds the files
     sources = discover(input_path, extensions=extensions, exclude=out)
     outputs = output_paths(sources, format=config.format)
     root = Path(input_path) if Path(input_path).is_dir() else Path(input_path).parent
     manifest_path, failures_path = out / MANIFEST_NAME, out / FAILURES_NAME
     previous = list(read_jsonl(manifest_path))
-    workers = jobs or os.cpu_count() or 1
-    own_pool = executor is None and workers > 1
     pool: cf.Executor | None = executor
     starting: threading.Thread | None = None
     described: cf.Future | None = None
@@ -268,7 +269,7 @@ def extract(
         # setting and hashes the model, and sends back the resolved settings; meanwhile this
         # process, which never imports torch on this path, plans the run. Submitting blocks
         # until the fork server has imported its modules, hence the thread.
-        pool = _local_pool(workers)
+        pool = local_pool(workers)
         described = cf.Future()
         starting = threading.Thread(target=_warm_up_pool, args=(pool, workers, config, described), daemon=True)
         starting.start()
@@ -283,7 +284,7 @@ def extract(
                 identity = described.result()
             except cf.process.BrokenProcessPool:  # the worker died: validate here, and start afresh
                 _shutdown(pool)
-                pool = _local_pool(workers)
+                pool = local_pool(workers)
         if identity is None:
             # Built here once to validate every setting before any work starts, and to hash the model.
             extractor = config.build_extractor()
@@ -332,7 +333,7 @@ def extract(
             if starting is not None:
                 starting.join()
             if own_pool and pool is None and len(todo) > 1:
-                pool = _local_pool(workers)  # sources changed since the run the manifest records
+                pool = local_pool(workers)  # sources changed since the run the manifest records
             elif own_pool and pool is not None and not todo:
                 _shutdown(pool)  # nothing left to do after all: let the warm-up finish quietly
                 pool = None
@@ -516,7 +517,7 @@ def _drain(
                 # that kills its worker is isolated and the others still get done.
                 batches_left = [batch] + [in_flight.pop(f) for f in list(in_flight)]
                 pool.shutdown(wait=False, cancel_futures=True)
-                pool = _local_pool(workers)
+                pool = local_pool(workers)
                 for lost in batches_left:
                     for task in lost:
                         attempts[task.source_rel] = attempts.get(task.source_rel, 0) + 1
@@ -538,67 +539,8 @@ def _drain(
     return stop, pool
 
 
-def _local_pool(workers: int) -> cf.ProcessPoolExecutor:
-    # forkserver: workers start from a clean, single-threaded server, never from a fork of this
-    # process with torch's thread pools already running (a known source of deadlocks).
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    context = multiprocessing.get_context(method)
-    if method == "forkserver":
-        context.set_forkserver_preload(["adares.pipeline", "adares.extractor"])
-    return cf.ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_init_worker)
-
-
 def _shutdown(pool: cf.Executor) -> None:
     pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _init_worker() -> None:
-    _limit_threads()
-    _keep_freed_memory()
-
-
-_MMAP_THRESHOLD_BYTES = 16 << 20
-"""Blocks at least this large are mapped from the kernel; smaller ones are reused from the heap."""
-_TRIM_THRESHOLD_BYTES = 128 << 20
-"""Free memory at the top of the heap is handed back to the kernel only beyond this much."""
-
-
-def _keep_freed_memory() -> bool:
-    """Make glibc's malloc reuse freed buffers in this worker instead of unmapping them at once.
-
-    A worker allocates and frees the same few multi-megabyte buffers (a group's STFT, power and
-    mel) for every group of files. With glibc's adaptive thresholds they kept being returned to
-    the kernel and mapped afresh, zero-filled page by page: 1.5 million minor page faults for
-    1,200 one-second files, and the STFT took 0.7 ms a file instead of 0.2 ms; a whole run of
-    ``bench_extract`` took a fifth longer. Fixed thresholds keep them in the heap (49,000 faults);
-    a worker's memory stays bounded by its largest group. Only processes adares starts and owns
-    call this.
-
-    Returns
-    -------
-    bool
-        Whether the settings were applied (False where the C library is not glibc).
-    """
-    try:
-        if not os.confstr("CS_GNU_LIBC_VERSION"):  # None, or raises, where the C library is not glibc
-            return False
-        mallopt = ctypes.CDLL(None).mallopt
-    except (AttributeError, OSError, ValueError):
-        return False
-    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's <malloc.h>
-    return bool(mallopt(m_mmap_threshold, _MMAP_THRESHOLD_BYTES)) and bool(
-        mallopt(m_trim_threshold, _TRIM_THRESHOLD_BYTES)
-    )
-
-
-def _limit_threads() -> None:
-    # One torch thread per process: the parallelism comes from processes; more threads per
-    # process only fight over the same cores.
-    import torch
-
-    if torch.get_num_threads() != 1:
-        torch.set_num_threads(1)
 
 
 _EXTRACTORS: dict[str, Any] = {}
@@ -606,7 +548,7 @@ _EXTRACTORS: dict[str, Any] = {}
 
 def _worker_extractor(config: ExtractConfig) -> Any:
     """The extractor of this worker process, built on first use and kept (weights load once)."""
-    _limit_threads()
+    limit_threads()
     key = json.dumps(asdict(config), sort_keys=True)
     extractor = _EXTRACTORS.get(key)
     if extractor is None:

@@ -329,33 +329,3 @@ def test_a_group_that_fails_is_retried_file_by_file(corpus, tmp_path, monkeypatc
     summary = extract(corpus, tmp_path / "out", config=config(), jobs=1)
     assert calls and summary.done == 6 and summary.failed == 1  # only the corrupt file fails
 
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc settings")
-def test_workers_reuse_freed_buffers_instead_of_faulting_in_fresh_pages():
-    # A worker's loop, in miniature: a group's front end, then its arrays written to a zip in
-    # memory. Minor page faults count the buffers mapped afresh from the kernel; the worker's
-    # allocator settings must cut them to a fraction (measured ~7x fewer).
-    script = (
-        "import io, resource, numpy as np, torch\n"
-        "from adares.frontend import MelFrontend\n"
-        "from adares.pipeline import _keep_freed_memory\n"
-        "torch.set_num_threads(1)\n"
-        "frontend, rng = MelFrontend(hop='5ms', n_mels=128), np.random.default_rng(0)\n"
-        "def faults(groups):\n"
-        "    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
-        "    for _ in range(groups):\n"
-        "        mel, _ = frontend(torch.from_numpy(rng.standard_normal((16, 16000), dtype=np.float32)))\n"
-        "        np.savez(io.BytesIO(), *[m.numpy() for m in mel])\n"
-        "    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before\n"
-        "faults(5)\n"
-        "untuned = faults(20)\n"
-        "applied = _keep_freed_memory()\n"
-        "faults(5)\n"
-        "print(applied, untuned, faults(20))\n"
-    )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    applied, untuned, tuned = done.stdout.split()
-    if applied != "True":
-        pytest.skip("not glibc: the allocator settings do not apply")
-    assert int(tuned) * 3 < int(untuned)

@@ -1,0 +1,58 @@
+"""Worker processes: early start of the fork server, per-process settings."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc settings")
+def test_workers_reuse_freed_buffers_instead_of_faulting_in_fresh_pages():
+    # A worker's loop, in miniature: a group's front end, then its arrays written to a zip in
+    # memory. Minor page faults count the buffers mapped afresh from the kernel; the worker's
+    # allocator settings must cut them to a fraction (measured ~7x fewer).
+    script = (
+        "import io, resource, numpy as np, torch\n"
+        "from adares.frontend import MelFrontend\n"
+        "from adares.workers import _keep_freed_memory\n"
+        "torch.set_num_threads(1)\n"
+        "frontend, rng = MelFrontend(hop='5ms', n_mels=128), np.random.default_rng(0)\n"
+        "def faults(groups):\n"
+        "    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+        "    for _ in range(groups):\n"
+        "        mel, _ = frontend(torch.from_numpy(rng.standard_normal((16, 16000), dtype=np.float32)))\n"
+        "        np.savez(io.BytesIO(), *[m.numpy() for m in mel])\n"
+        "    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before\n"
+        "faults(5)\n"
+        "untuned = faults(20)\n"
+        "applied = _keep_freed_memory()\n"
+        "faults(5)\n"
+        "print(applied, untuned, faults(20))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    applied, untuned, tuned = done.stdout.split()
+    if applied != "True":
+        pytest.skip("not glibc: the allocator settings do not apply")
+    assert int(tuned) * 3 < int(untuned)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no fork server")
+def test_a_pool_made_after_the_early_start_uses_that_server_and_its_workers_are_set_up():
+    # The workers are children of the server started early (its imports are not paid twice),
+    # and each runs one torch thread.
+    script = (
+        "from multiprocessing import forkserver\n"
+        "from adares.workers import local_pool, start_fork_server\n"
+        "start_fork_server()\n"
+        "early = forkserver._forkserver._forkserver_pid\n"
+        "with local_pool(2) as pool:\n"
+        "    pids = {pool.submit(__import__('os').getppid).result() for _ in range(4)}\n"
+        "    torch_threads = pool.submit(eval, '__import__(\"torch\").get_num_threads()').result()\n"
+        "print(early is not None, pids == {early}, torch_threads)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "True", "1"]
