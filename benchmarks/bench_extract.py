@@ -99,15 +99,33 @@ def run_timed(command: list[str]) -> float:
 
 
 def block(name: str, make_command, *, repeats: int, workdir: Path) -> list[float]:
-    """Run one side ``repeats`` times (fresh output folder each time) after one warm-up run."""
+    """Run one side ``repeats`` times (fresh output folder each time) after one warm-up run.
+
+    Every run starts with the previous run's output deleted and flushed (``os.sync``), so no run
+    pays for writing back another's files.
+    """
     times = []
     for attempt in range(repeats + 1):
         out = workdir / f"{name}-{attempt}"
+        os.sync()
         seconds = run_timed(make_command(out))
         shutil.rmtree(out, ignore_errors=True)
         if attempt:  # the first run warms the page cache and compiled bytecode
             times.append(seconds)
     return times
+
+
+def rounds_of_blocks(sides: dict[str, object], *, rounds: int, repeats: int, workdir: Path) -> dict[str, float]:
+    """Median seconds per side over ``rounds`` rounds of one block per side, in the same order.
+
+    Blocks keep one side's threads from slowing the other; several rounds spread slow drifts of
+    this shared machine over both sides instead of one.
+    """
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for _ in range(rounds):
+        for index, (name, make_command) in enumerate(sides.items()):
+            times[name] += block(f"side{index}", make_command, repeats=repeats, workdir=workdir)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def adares_command(source: Path, *extra: str):
@@ -129,6 +147,7 @@ def main() -> None:
     args = parser.parse_args()
     clips, long_files, long_seconds = (300, 2, 120.0) if args.quick else (3000, 4, 600.0)
     repeats = args.repeats or (2 if args.quick else 3)
+    rounds = 1 if args.quick else 2
     models = [m for m in args.models.split(",") if m]
 
     results: dict = {
@@ -137,6 +156,7 @@ def main() -> None:
         "long_files": long_files,
         "long_seconds": long_seconds,
         "repeats": repeats,
+        "rounds": rounds,
         "rows": [],
     }
     with tempfile.TemporaryDirectory(prefix="adares-bench-") as tmp:
@@ -146,24 +166,20 @@ def main() -> None:
             ("3000 x 1 s clips" if not args.quick else f"{clips} x 1 s clips", short, clips, clips * 1.0),
             (f"{long_files} x {long_seconds / 60:.0f} min files", long, long_files, long_files * long_seconds),
         ):
-            naive = statistics.median(block("naive", naive_command(corpus), repeats=repeats, workdir=work))
-            sides = [("naive loop (librosa, 1 process)", naive)]
+            commands = {"naive loop (librosa, 1 process)": naive_command(corpus)}
             for model in models:
-                seconds = statistics.median(
-                    block(f"adares-{model}", adares_command(corpus, "--model", model), repeats=repeats, workdir=work)
-                )
-                sides.append((f"adares extract --model {model} (process pool)", seconds))
+                commands[f"adares extract --model {model} (process pool)"] = adares_command(corpus, "--model", model)
                 if args.dask and model == models[0]:
-                    seconds = statistics.median(
-                        block(
-                            f"dask-{model}",
-                            adares_command(corpus, "--model", model, "--dask-workers", "2"),
-                            repeats=repeats,
-                            workdir=work,
-                        )
+                    commands[f"adares extract --model {model} (Dask local cluster, 2 workers)"] = adares_command(
+                        corpus, "--model", model, "--dask-workers", "2"
                     )
-                    sides.append((f"adares extract --model {model} (Dask local cluster, 2 workers)", seconds))
-            print(f"\n{corpus_name}: {audio_seconds / 3600:.2f} h of audio, median of {repeats} whole-process runs")
+            medians = rounds_of_blocks(commands, rounds=rounds, repeats=repeats, workdir=work)
+            sides = list(medians.items())
+            naive = sides[0][1]
+            print(
+                f"\n{corpus_name}: {audio_seconds / 3600:.2f} h of audio, median of {rounds} x {repeats} "
+                "whole-process runs"
+            )
             print(f"{'side':<62} {'seconds':>9} {'files/s':>9} {'x real time':>12} {'vs naive':>9}")
             for name, seconds in sides:
                 row = {
@@ -203,7 +219,8 @@ def markdown(results: dict) -> str:
         stamp(),
         "",
         "Whole processes (start-up and imports included), median of "
-        f"{results['repeats']} runs after a warm-up. The naive loop is `librosa.load` + "
+        f"{results['rounds']} rounds x {results['repeats']} runs, each side in its own block after a "
+        "warm-up, each run after `sync`. The naive loop is `librosa.load` + "
         "`librosa.feature.melspectrogram` + `np.save` per file in one process; adares uses all cores.",
         "",
         "| corpus | side | median s | files/s | x real time | speed-up vs naive |",
