@@ -12,7 +12,7 @@ import ctypes
 import multiprocessing
 import os
 
-__all__ = ["limit_threads", "local_pool", "start_fork_server"]
+__all__ = ["keep_freed_memory", "limit_threads", "local_pool", "start_fork_server"]
 
 _PRELOAD = ["adares.pipeline", "adares.extractor"]
 """Imported once by the fork server, so every worker starts with them (and torch) loaded."""
@@ -53,7 +53,7 @@ def local_pool(workers: int) -> cf.ProcessPoolExecutor:
 
 def _init_worker() -> None:
     limit_threads()
-    _keep_freed_memory()
+    keep_freed_memory()
 
 
 def limit_threads() -> None:
@@ -65,7 +65,7 @@ def limit_threads() -> None:
         torch.set_num_threads(1)
 
 
-def _keep_freed_memory() -> bool:
+def keep_freed_memory() -> bool:
     """Make glibc's malloc reuse freed buffers in this worker instead of unmapping them at once.
 
     A worker allocates and frees the same few multi-megabyte buffers (a group's STFT, power and
@@ -73,8 +73,9 @@ def _keep_freed_memory() -> bool:
     the kernel and mapped afresh, zero-filled page by page: 1.5 million minor page faults for
     1,200 one-second files, and the STFT took 0.7 ms a file instead of 0.2 ms; a whole run of
     ``bench_extract`` took a fifth longer. Fixed thresholds keep them in the heap (49,000 faults);
-    a worker's memory stays bounded by its largest group. Only processes adares starts and owns
-    call this.
+    a worker's memory stays bounded by its largest group. Only processes adares owns call this:
+    its workers, and the ``adares`` command (which may run the work itself, ``--jobs 1``), never
+    a library caller's process.
 
     Returns
     -------

@@ -12,6 +12,7 @@ import click
 
 from adares.audio import AUDIO_EXTENSIONS
 from adares.pipeline import ExtractConfig, Summary, extract
+from adares.workers import keep_freed_memory
 
 _PLAIN_EVERY_SECONDS = 10.0
 
@@ -92,6 +93,7 @@ def extract_command(
     OUT/failures.jsonl (every file that could not be read, with the reason). Rerunning the same
     command skips files already done. Exit status: 0 all done, 1 some files failed, 2 bad usage.
     """
+    keep_freed_memory()  # this process may run the work itself (--jobs 1)
     settings = {"sr": sr, "hop": hop, "win": win, "n_fft": n_fft, "n_mels": n_mels, "fmin": fmin, "fmax": fmax}
     config = ExtractConfig(
         # unset values are left to the preset's defaults (recorded resolved in every file's meta)

@@ -16,7 +16,7 @@ def test_workers_reuse_freed_buffers_instead_of_faulting_in_fresh_pages():
     script = (
         "import io, resource, numpy as np, torch\n"
         "from adares.frontend import MelFrontend\n"
-        "from adares.workers import _keep_freed_memory\n"
+        "from adares.workers import keep_freed_memory\n"
         "torch.set_num_threads(1)\n"
         "frontend, rng = MelFrontend(hop='5ms', n_mels=128), np.random.default_rng(0)\n"
         "def faults(groups):\n"
@@ -27,7 +27,7 @@ def test_workers_reuse_freed_buffers_instead_of_faulting_in_fresh_pages():
         "    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before\n"
         "faults(5)\n"
         "untuned = faults(20)\n"
-        "applied = _keep_freed_memory()\n"
+        "applied = keep_freed_memory()\n"
         "faults(5)\n"
         "print(applied, untuned, faults(20))\n"
     )
