@@ -106,6 +106,9 @@ def dask_executor(
                 )
             )
             client = stack.enter_context(Client(cluster, timeout=timeout_s))
+            # Worker processes this run started (and restarts of them) are set up like the local
+            # pool's; a cluster someone else runs keeps its own settings.
+            client.register_plugin(_worker_setup(), name="adares-worker-setup")
         else:
             try:
                 client = stack.enter_context(Client(scheduler, timeout=timeout_s))
@@ -118,3 +121,17 @@ def dask_executor(
             dashboard=client.dashboard_link,
             scheduler=str(client.scheduler.address),
         )
+
+
+def _worker_setup() -> Any:
+    """A Dask worker plugin giving each worker the settings of the local pool's workers."""
+    from distributed import WorkerPlugin
+
+    class WorkerSetup(WorkerPlugin):
+        def setup(self, worker: Any) -> None:
+            from adares.workers import keep_freed_memory, limit_threads
+
+            limit_threads()
+            keep_freed_memory()  # Dask's nanny asks for the opposite (MALLOC_TRIM_THRESHOLD_=65536)
+
+    return WorkerSetup()

@@ -96,3 +96,18 @@ def test_unreachable_scheduler_is_a_clear_error():
 
     with pytest.raises(ParameterError, match="cannot reach"), dask_executor(scheduler="tcp://127.0.0.1:1", timeout_s=1):
         pass
+
+
+def _worker_state() -> tuple[bool, int]:
+    import torch
+
+    return "adares-worker-setup" in distributed.get_worker().plugins, torch.get_num_threads()
+
+
+@pytest.mark.slow
+def test_a_local_cluster_started_for_the_run_sets_up_its_workers_like_the_pool():
+    from adares.cluster import dask_executor
+
+    with dask_executor(local_workers=1) as run:
+        assert run.threads == 1
+        assert run.executor.submit(_worker_state).result(timeout=120) == (True, 1)
