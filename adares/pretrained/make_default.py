@@ -27,7 +27,7 @@ DESCRIPTION = (
     "DiffRes importance estimator (residual 1-D CNN, channels 128-32-16-8-4-1, kernel 5, each clip's "
     "log-mel standardised to zero mean and unit variance at its input) trained jointly "
     "on the adares benchmark tasks keywords, pitch and drums (one classifier per task), at hops 2.5, 5 and "
-    "10 ms and reductions 0.5 and 0.75. It reads its own analysis of the audio (16 kHz, 128 mels, 25 ms "
+    "10 ms and reductions {reductions}. It reads its own analysis of the audio (16 kHz, 128 mels, 25 ms "
     "window, at your hop) and its scores merge your front end's linear mel power, whatever its mel count."
 )
 
@@ -41,10 +41,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=None, help="override the trainer's default")
     parser.add_argument("--restart", action="store_true", help="ignore a checkpoint in --work")
+    parser.add_argument(
+        "--reductions",
+        default=",".join(f"{r:g}" for r in REDUCTIONS),
+        help="comma-separated reductions drawn per batch (the shipped bundle's: %(default)s)",
+    )
     args = parser.parse_args(argv)
 
     from adares.train import DEFAULT_ESTIMATOR_CHANNELS, TrainConfig, load_spectrograms, train_multitask
 
+    try:
+        reductions = tuple(float(r) for r in args.reductions.split(",") if r.strip())
+    except ValueError:
+        parser.error(f"--reductions must be comma-separated numbers, got {args.reductions!r}")
+    if not reductions or not all(0.0 <= r < 1.0 for r in reductions):
+        parser.error(f"--reductions must lie in [0, 1), got {args.reductions!r}")
     missing = [task for task in TASKS if not (args.data / task / "labels.csv").is_file()]
     if missing:
         parser.error(f"missing datasets {', '.join(missing)} under {args.data}: run `make data` first")
@@ -53,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     # and the estimator collapses to a near-constant score (benchmarks/RESULTS.md, accuracy notes).
     settings = {
         "compressor": "diffres",
-        "reduction": REDUCTIONS[0],
+        "reduction": reductions[0],
         "seed": args.seed,
         "min_epochs": 12,
         "estimator": {"channels": list(DEFAULT_ESTIMATOR_CHANNELS), "standardize": True},
@@ -79,9 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         datasets,
         args.work,
         config,
-        reductions=REDUCTIONS,
+        reductions=reductions,
         bundle_name="default",
-        bundle_description=DESCRIPTION,
+        bundle_description=DESCRIPTION.format(reductions=" and ".join(f"{r:g}" for r in reductions)),
         resume=not args.restart,
         threads=args.threads,
     )
