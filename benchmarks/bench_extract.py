@@ -98,19 +98,19 @@ def run_timed(command: list[str]) -> float:
     return elapsed
 
 
-def block(name: str, make_command, *, repeats: int, workdir: Path) -> list[float]:
-    """Run one side ``repeats`` times (fresh output folder each time) after one warm-up run.
+def block(name: str, make_command, *, repeats: int, workdir: Path, warm_up: bool = True) -> list[float]:
+    """Run one side ``repeats`` times (fresh output folder each time), after one warm-up run.
 
     Every run starts with the previous run's output deleted and flushed (``os.sync``), so no run
     pays for writing back another's files.
     """
     times = []
-    for attempt in range(repeats + 1):
+    for attempt in range(repeats + warm_up):
         out = workdir / f"{name}-{attempt}"
         os.sync()
         seconds = run_timed(make_command(out))
         shutil.rmtree(out, ignore_errors=True)
-        if attempt:  # the first run warms the page cache and compiled bytecode
+        if attempt or not warm_up:  # a warm-up run fills the page cache and compiled bytecode
             times.append(seconds)
     return times
 
@@ -122,9 +122,12 @@ def rounds_of_blocks(sides: dict[str, object], *, rounds: int, repeats: int, wor
     this shared machine over both sides instead of one.
     """
     times: dict[str, list[float]] = {name: [] for name in sides}
-    for _ in range(rounds):
+    for round_ in range(rounds):
         for index, (name, make_command) in enumerate(sides.items()):
-            times[name] += block(f"side{index}", make_command, repeats=repeats, workdir=workdir)
+            # one warm-up per side: the page cache and bytecode stay warm for the later rounds
+            times[name] += block(
+                f"side{index}", make_command, repeats=repeats, workdir=workdir, warm_up=round_ == 0
+            )
     return {name: statistics.median(values) for name, values in times.items()}
 
 
@@ -219,8 +222,8 @@ def markdown(results: dict) -> str:
         stamp(),
         "",
         "Whole processes (start-up and imports included), median of "
-        f"{results['rounds']} rounds x {results['repeats']} runs, each side in its own block after a "
-        "warm-up, each run after `sync`. The naive loop is `librosa.load` + "
+        f"{results['rounds']} rounds x {results['repeats']} runs, each side in its own block (one "
+        "warm-up run per side first), each run after `sync`. The naive loop is `librosa.load` + "
         "`librosa.feature.melspectrogram` + `np.save` per file in one process; adares uses all cores.",
         "",
         "| corpus | side | median s | files/s | x real time | speed-up vs naive |",
