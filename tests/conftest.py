@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -8,6 +10,13 @@ import soundfile as sf
 
 SR = 16000
 DATA = Path(__file__).parent / "data"
+
+
+def python_output(script: str) -> list[str]:
+    """Run ``script`` in a fresh interpreter; the words it printed (it must succeed)."""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
 
 
 def synth(seconds: float, *, sr: int = SR, seed: int = 0) -> np.ndarray:

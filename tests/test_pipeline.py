@@ -21,7 +21,7 @@ from adares.frontend import MelFrontend
 from adares.pipeline import ConfigMismatchError, ExtractConfig, discover, extract
 from adares.store import read_jsonl
 
-from .conftest import SR, make_corpus, synth
+from .conftest import SR, make_corpus, python_output, synth
 
 SMALL = {"n_mels": 40}
 
@@ -209,9 +209,7 @@ def test_with_a_pool_this_process_never_imports_torch(corpus, tmp_path):
         "config=ExtractConfig(frontend={'n_mels': 40}, model='none'), jobs=2)\n"
         "print(summary.done, summary.failed, 'torch' in sys.modules)\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["6", "1", "False"]
+    assert python_output(script) == ["6", "1", "False"]
 
 
 def test_sigkill_leaves_no_partial_output_and_rerun_completes(tmp_path):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import pytest
+
+from .conftest import python_output
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc settings")
@@ -31,9 +32,7 @@ def test_workers_reuse_freed_buffers_instead_of_faulting_in_fresh_pages():
         "faults(5)\n"
         "print(applied, untuned, faults(20))\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    applied, untuned, tuned = done.stdout.split()
+    applied, untuned, tuned = python_output(script)
     if applied != "True":
         pytest.skip("not glibc: the allocator settings do not apply")
     assert int(tuned) * 3 < int(untuned)
@@ -53,6 +52,4 @@ def test_a_pool_made_after_the_early_start_uses_that_server_and_its_workers_are_
         "    torch_threads = pool.submit(eval, '__import__(\"torch\").get_num_threads()').result()\n"
         "print(early is not None, pids == {early}, torch_threads)\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["True", "True", "1"]
+    assert python_output(script) == ["True", "True", "1"]
