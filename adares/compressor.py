@@ -32,6 +32,7 @@ from torch import Tensor
 
 from adares import __version__
 from adares.errors import ModelError, ParameterError
+from adares.precision import exact_float32
 
 __all__ = ["Compressor", "ValidationWarning", "export_bundle", "FORMAT", "FORMAT_VERSION"]
 
@@ -409,8 +410,13 @@ class Compressor:
         Long inputs are scored in blocks of :data:`BLOCK_FRAMES` with a margin of half the
         receptive field, which gives exactly the scores of one call (the estimator is local, its
         batch norm, in eval mode, is per frame, and a standardising estimator is given the
-        statistics of the whole input).
+        statistics of the whole input). On CUDA it computes in full float32, as on the CPU
+        (:func:`~adares.precision.exact_float32`).
         """
+        with exact_float32(log_mel.device):
+            return self._estimate(log_mel, lengths)
+
+    def _estimate(self, log_mel: Tensor, lengths: Tensor | None) -> Tensor:
         frames = log_mel.shape[1]
         if frames <= BLOCK_FRAMES:
             return self.estimator(log_mel, lengths)

@@ -49,7 +49,12 @@ _PLAIN_EVERY_SECONDS = 10.0
 @click.option("--channel", default=None, type=click.IntRange(min=0), help="Take this channel instead of mixing down.")
 @click.option("--format", "format_", default="npz", type=click.Choice(["npz", "hdf5"]), help="Feature file format.")
 @click.option("--jobs", "-j", default=None, type=click.IntRange(min=1), help="Worker processes  [default: all cores]")
-@click.option("--device", default="cpu", help="Torch device for the workers: cpu, cuda, cuda:N, auto.")
+@click.option(
+    "--device",
+    default="cpu",
+    help="Torch device for the workers: cpu, cuda, cuda:N, auto. CPU workers are usually faster for "
+    "extraction; with cuda, fewer --jobs start faster (README).",
+)
 @click.option("--overwrite", is_flag=True, help="Recompute everything and replace outputs of another configuration.")
 @click.option("--fail-fast", is_flag=True, help="Stop at the first file that fails.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress and no summary; errors only.")

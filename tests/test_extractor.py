@@ -101,3 +101,21 @@ def test_a_batch_of_files_equals_each_file_alone(model, settings):
         else:
             np.testing.assert_allclose(features.scores, alone.scores, rtol=1e-5, atol=1e-6)
         assert features.spans[0, 0] == 0 and features.spans[-1, 1] == len(samples)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("model", ["none", "flux", "default"])
+def test_cuda_gives_the_cpu_features(model):
+    cpu = resolve_extractor(model, frontend=MelFrontend(), reduction=0.5)
+    gpu = resolve_extractor(model, frontend=MelFrontend(), reduction=0.5, device="cuda")
+    items = [synth(seconds, seed=i) for i, seconds in enumerate([2.3, 1.0, 0.4])]
+    metas = [None] * len(items)
+    pairs = [(cpu(items[0]), gpu(items[0]))]
+    pairs += list(zip(cpu.batch(items, metas=metas), gpu.batch(items, metas=metas), strict=True))
+    for on_cpu, on_gpu in pairs:
+        # float32 on another device: scores agree to ~1e-6, which may move a boundary by a sample
+        assert on_gpu.mel.shape == on_cpu.mel.shape
+        np.testing.assert_allclose(on_gpu.mel, on_cpu.mel, rtol=1e-3, atol=1e-3)
+        assert np.abs(on_gpu.spans - on_cpu.spans).max() <= 1
+        if model != "none":
+            np.testing.assert_allclose(on_gpu.scores, on_cpu.scores, rtol=0, atol=1e-4)

@@ -271,8 +271,9 @@ def test_killed_worker_is_replaced_and_every_good_file_finishes(tmp_path):
 
     summary = extract(root, out, config=config(), jobs=2, batch_size=1, on_record=kill_a_worker)
     assert killed
-    assert summary.done == 40 and summary.failed == 1
-    assert len(list(out.rglob("*.npz"))) == 40
+    # this failed twice in ~25 runs of one afternoon and passed since: say what happened if it does again
+    assert (summary.done, summary.failed, summary.skipped) == (40, 1, 0), (summary, manifest(out))
+    assert len(list(out.rglob("*.npz"))) == 40, sorted(p.name for p in out.rglob("*"))
 
 
 def test_thread_safety_of_progress_callbacks_not_required(corpus, tmp_path):
@@ -327,3 +328,15 @@ def test_a_group_that_fails_is_retried_file_by_file(corpus, tmp_path, monkeypatc
     summary = extract(corpus, tmp_path / "out", config=config(), jobs=1)
     assert calls and summary.done == 6 and summary.failed == 1  # only the corrupt file fails
 
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_workers_write_the_cpu_features(corpus, tmp_path):
+    extract(corpus, tmp_path / "cpu", config=config(), jobs=1)
+    gpu = ExtractConfig(frontend=SMALL, model="none", device="cuda")
+    summary = extract(corpus, tmp_path / "gpu", config=gpu, jobs=2)
+    assert (summary.done, summary.failed) == (6, 1)
+    for path in (tmp_path / "cpu").rglob("*.npz"):
+        a, b = load_features(path), load_features(tmp_path / "gpu" / path.relative_to(tmp_path / "cpu"))
+        np.testing.assert_allclose(b.mel, a.mel, rtol=1e-3, atol=1e-3)
+        np.testing.assert_array_equal(b.spans, a.spans)
