@@ -388,9 +388,10 @@ def _toy_events(n: int, frames: int, mels: int, gen: torch.Generator) -> tuple[t
     return x, labels, event
 
 
-def test_end_to_end_training_lowers_task_loss_and_learns_where_the_event_is():
-    torch.manual_seed(7)
-    gen = torch.Generator().manual_seed(8)
+def _train_toy(seed: int) -> tuple[float, float, float, float]:
+    """Train DiffRes + a linear head on toy events; loss before/after and event scores before/after."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed + 100)
     mels, frames = 8, 64
     x, labels, event = _toy_events(32, frames, mels, gen)
     module = DiffRes(mels, reduction=0.75)
@@ -402,19 +403,31 @@ def test_end_to_end_training_lowers_task_loss_and_learns_where_the_event_is():
         pooled = out.feature.amax(dim=2).flatten(1)  # max over output frames, per plane and bin
         return nn.functional.cross_entropy(classifier(pooled), labels), out
 
-    initial, out = step()
-    initial_event_score = float(out.scores[event].mean().detach())
+    with torch.no_grad():
+        initial, out = step()
+        initial_event_score = float(out.scores[event].mean())
     for _ in range(40):
         optimiser.zero_grad()
         task, out = step()
         (task + out.guide_loss).backward()
         optimiser.step()
-    final, out = step()
-    assert float(final.detach()) < 0.5 * float(initial.detach())
+    with torch.no_grad():
+        final, out = step()
+    return float(initial), float(final), float(out.scores[event].mean()) - initial_event_score, float(
+        out.scores[event].mean() - out.scores[~event].mean()
+    )
+
+
+def test_end_to_end_training_lowers_task_loss_and_learns_where_the_event_is():
+    # One seed's gain in event score ranges from +0.05 to +0.5 (and moves with the CPU's thread
+    # count and kernels): the claim is checked on the mean of four seeds, measured at 0.22-0.25.
+    runs = [_train_toy(seed) for seed in range(4)]
+    for initial, final, _, _ in runs:
+        assert final < 0.5 * initial
     # The task gradient flows through the merge into the estimator: the frames that carry the
-    # label get larger scores (kept at a finer resolution) than before training.
-    assert float(out.scores[event].mean().detach()) > initial_event_score + 0.05
-    assert float(out.scores[event].mean().detach()) > float(out.scores[~event].mean().detach()) + 0.05
+    # label get larger scores (kept at a finer resolution) than before training, and than the rest.
+    assert np.mean([gain for *_, gain, _ in runs]) > 0.1
+    assert np.mean([above_rest for *_, above_rest in runs]) > 0.1
 
 
 # --------------------------------------------------------------------------------------------
