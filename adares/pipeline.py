@@ -106,6 +106,44 @@ def _identity_hash(identity: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _request_hash(config: ExtractConfig) -> str:
+    """Short sha256 of what a run asks for, computed without building anything (no torch).
+
+    The settings as given (the device aside: it does not change the output), the adares version,
+    and the size and modification time of every file of each folder the model name could mean
+    (a shipped bundle or a path). A later run with the same request hash gets the same
+    configuration hash; a manifest records both, so a rerun with nothing left to do need not
+    import torch to resolve its configuration.
+    """
+    settings = asdict(config)
+    settings.pop("device")
+    return _identity_hash({"settings": settings, "adares": __version__, "model_files": _model_files(config.model)})
+
+
+def _model_files(model: str) -> list[list[Any]]:
+    if model in ("none", "flux"):
+        return []
+    folders = [Path(model), Path(__file__).with_name("pretrained") / model]
+    stamps = []
+    for folder in folders:
+        try:
+            files = sorted(entry for entry in folder.iterdir() if entry.is_file())
+        except OSError:  # not a folder: nothing this name could load from there
+            continue
+        for file in files:
+            stat = file.stat()
+            stamps.append([str(file.resolve()), stat.st_size, stat.st_mtime_ns])
+    return stamps
+
+
+def _hash_of_earlier_request(previous: Sequence[dict[str, Any]], *, request: str) -> str | None:
+    """The configuration hash an earlier successful record resolved for the same request, if any."""
+    for entry in reversed(previous):
+        if entry.get("status") == "ok" and entry.get("request") == request and isinstance(entry.get("config"), str):
+            return entry["config"]
+    return None
+
+
 @dataclass
 class Summary:
     """What a run did. ``exit_code`` is 0 when every file succeeded and 1 when some failed."""
@@ -278,18 +316,20 @@ def extract(
         # While the workers start, read every header for the plan's audio hours (before the
         # configuration is known, so also those of files a resumed run will skip).
         declared = {t.source: _declared_seconds(t.source) for t in tasks} if described is not None else {}
-        extractor, identity = None, None
+        extractor, config_hash = None, None
+        request = _request_hash(config)
         if described is not None:
             try:
-                identity = described.result()
+                config_hash = _identity_hash(described.result())
             except cf.process.BrokenProcessPool:  # the worker died: validate here, and start afresh
                 _shutdown(pool)
                 pool = local_pool(workers)
-        if identity is None:
+        if config_hash is None and not overwrite:
+            config_hash = _hash_of_earlier_request(previous, request=request)  # a rerun: resolved before
+        if config_hash is None:
             # Built here once to validate every setting before any work starts, and to hash the model.
             extractor = config.build_extractor()
-            identity = config.identity(extractor)
-        config_hash = _identity_hash(identity)
+            config_hash = config.config_hash(extractor)
         summary = Summary(output_dir=str(out), config_hash=config_hash)
         _refuse_mixing(previous, config_hash=config_hash, out=out, overwrite=overwrite)
 
@@ -302,11 +342,13 @@ def extract(
         finished = _finished_sources(previous, config_hash=config_hash)
         run_id = uuid.uuid4().hex[:12]
         todo: list[_Task] = []
+        written: list[dict[str, Any]] = []
         with JsonlWriter(manifest_path) as manifest, JsonlWriter(failures_path) as failures:
 
             def record(entry: dict[str, Any]) -> None:
-                entry = {"run": run_id, "config": config_hash} | entry
+                entry = {"run": run_id, "config": config_hash, "request": request} | entry
                 manifest.write(entry)
+                written.append(entry)
                 if entry["status"] == "failed":
                     failures.write({"source": entry["source"], "error": entry["error"], "run": run_id})
                     summary.failed += 1
@@ -337,6 +379,8 @@ def extract(
             elif own_pool and pool is not None and not todo:
                 _shutdown(pool)  # nothing left to do after all: let the warm-up finish quietly
                 pool = None
+            if pool is None and todo and extractor is None:
+                extractor = config.build_extractor()  # the configuration came from the manifest
             summary.stopped_early, pool = _run_tasks(
                 todo,
                 config=config,
@@ -352,7 +396,7 @@ def extract(
         if own_pool and pool is not None:
             _shutdown(pool)
 
-    _compact_failures(manifest_path, failures_path)
+    _compact_failures(failures_path, records=[*previous, *written])
     summary.wall_seconds = time.perf_counter() - started
     return summary
 
@@ -430,10 +474,14 @@ def _declared_seconds(path: str) -> float:
         return 0.0
 
 
-def _compact_failures(manifest_path: Path, failures_path: Path) -> None:
-    """Keep in failures.jsonl only the files whose latest record is a failure (fixed files drop out)."""
+def _compact_failures(failures_path: Path, *, records: Iterable[dict[str, Any]]) -> None:
+    """Keep in failures.jsonl only the files whose latest record is a failure (fixed files drop out).
+
+    ``records`` is the whole manifest in order: the earlier runs' records, then this run's (kept
+    in memory rather than read back, which took a second for a manifest of 45,000 lines).
+    """
     latest: dict[str, dict[str, Any]] = {}
-    for entry in read_jsonl(manifest_path):
+    for entry in records:
         if isinstance(entry.get("source"), str):
             latest[entry["source"]] = entry
     rewrite_jsonl(

@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import importlib.resources
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -340,3 +343,47 @@ def test_cuda_workers_write_the_cpu_features(corpus, tmp_path):
         a, b = load_features(path), load_features(tmp_path / "gpu" / path.relative_to(tmp_path / "cpu"))
         np.testing.assert_allclose(b.mel, a.mel, rtol=1e-3, atol=1e-3)
         np.testing.assert_array_equal(b.spans, a.spans)
+
+
+def test_a_rerun_with_nothing_to_do_resolves_its_configuration_without_torch(tmp_path):
+    # The manifest records the hash of the request (settings as given) next to the resolved
+    # configuration hash, so a no-op rerun need not build the extractor (import torch, ~2 s).
+    make_corpus(tmp_path / "in", corrupt=False)
+    first = extract(tmp_path / "in", tmp_path / "out", config=config(), jobs=1)
+    for jobs in (1, 2):
+        script = (
+            "import sys\n"
+            "from adares.pipeline import ExtractConfig, extract\n"
+            f"summary = extract({str(tmp_path / 'in')!r}, {str(tmp_path / 'out')!r}, "
+            f"config=ExtractConfig(frontend={{'n_mels': 40}}, model='none'), jobs={jobs})\n"
+            "print(summary.skipped, summary.done, summary.config_hash, 'torch' in sys.modules)\n"
+        )
+        assert python_output(script) == ["6", "0", first.config_hash, "False"]
+
+
+@pytest.mark.filterwarnings("ignore::adares.compressor.ValidationWarning")
+def test_a_changed_request_or_model_file_is_resolved_again(tmp_path, monkeypatch):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(Path(str(importlib.resources.files("adares").joinpath("pretrained", "default"))), bundle)
+    make_corpus(tmp_path / "in", count=2, corrupt=False)
+    builds = []
+    build = ExtractConfig.build_extractor
+    monkeypatch.setattr(ExtractConfig, "build_extractor", lambda self: builds.append(self) or build(self))
+    model = ExtractConfig(frontend=SMALL, model=str(bundle))
+    first = extract(tmp_path / "in", tmp_path / "out", config=model, jobs=1)
+    assert (first.done, len(builds)) == (2, 1)
+    again = extract(tmp_path / "in", tmp_path / "out", config=model, jobs=1)
+    assert (again.skipped, again.config_hash, len(builds)) == (2, first.config_hash, 1)
+    # the bundle's files changed (same bytes, new time): resolved again, same configuration
+    weights = bundle / "weights.safetensors"
+    stat = weights.stat()
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    touched = extract(tmp_path / "in", tmp_path / "out", config=model, jobs=1)
+    assert (touched.skipped, touched.config_hash, len(builds)) == (2, first.config_hash, 2)
+    # another setting: resolved, and refused as another configuration
+    with pytest.raises(ConfigMismatchError):
+        extract(tmp_path / "in", tmp_path / "out", config=replace(model, reduction=0.75), jobs=1)
+    assert len(builds) == 3
+    # --overwrite always resolves
+    extract(tmp_path / "in", tmp_path / "out", config=model, jobs=1, overwrite=True)
+    assert len(builds) == 4
