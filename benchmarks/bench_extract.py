@@ -105,7 +105,7 @@ def block(name: str, make_command, *, repeats: int, workdir: Path, warm_up: bool
     """Run one side ``repeats`` times (fresh output folder each time), after one warm-up run.
 
     Every run starts after ``os.sync``, so no run pays for writing back another's files. With
-    ``keep``, outputs stay until the caller deletes them after the last run of the corpus:
+    ``keep``, outputs stay until the benchmark ends:
     deleting thousands of files slows the creation of the next thousands for tens of seconds on
     a disk mounted with ``discard`` (measured here: 3,000 clips, adares 4.6-5.8 s when the last
     output was kept, 8.3-8.6 s right after deleting it; the naive loop 14.7-15.2 s vs 19.1-19.3 s),
@@ -147,7 +147,7 @@ def rounds_of_blocks(
 
 
 def keep_outputs(folder: Path, *, runs: int, audio_seconds: float) -> bool:
-    """Whether the disk holds every run's output of a corpus (log-mel at 5 ms, 128 bins, float32)."""
+    """Whether the disk holds ``runs`` outputs of ``audio_seconds`` (log-mel at 5 ms, 128 bins, float32)."""
     needed = runs * audio_seconds * 200 * 128 * 4
     free = shutil.disk_usage(folder).free
     if free > 1.5 * needed:
@@ -202,12 +202,22 @@ def main() -> None:
         "jobs": args.jobs,
         "rows": [],
     }
+    sides_per_corpus = 1 + len(models) * len(devices) + (1 if args.dask and models else 0)
     with tempfile.TemporaryDirectory(prefix="adares-bench-") as tmp:
         work = Path(tmp)
         short, long = make_corpora(work, clips=clips, long_files=long_files, long_seconds=long_seconds)
-        for corpus_name, corpus, count, audio_seconds in (
-            (f"{clips} x 1 s clips", short, clips, clips * 1.0),
-            (f"{long_files} x {long_seconds / 60:.0f} min files", long, long_files, long_files * long_seconds),
+        # every output stays until the end (deleting them slows the next corpus's runs): room for all?
+        keep = keep_outputs(
+            work,
+            runs=sides_per_corpus * (rounds * repeats + 1),
+            audio_seconds=clips * 1.0 + long_files * long_seconds,
+        )
+        results["kept_outputs"] = keep
+        for index, (corpus_name, corpus, count, audio_seconds) in enumerate(
+            (
+                (f"{clips} x 1 s clips", short, clips, clips * 1.0),
+                (f"{long_files} x {long_seconds / 60:.0f} min files", long, long_files, long_files * long_seconds),
+            )
         ):
             commands = {"naive loop (librosa, 1 process)": naive_command(corpus)}
             for model in models:
@@ -220,13 +230,10 @@ def main() -> None:
                     commands[f"adares extract --model {model} (Dask local cluster, 2 workers)"] = adares_command(
                         corpus, "--model", model, "--dask-workers", "2"
                     )
-            outputs = work / "outputs"
+            assert len(commands) == sides_per_corpus
+            outputs = work / f"outputs{index}"
             outputs.mkdir()
-            runs = len(commands) * (rounds * repeats + 1)
-            keep = keep_outputs(outputs, runs=runs, audio_seconds=audio_seconds)
-            results["kept_outputs"] = results.get("kept_outputs", True) and keep
             medians = rounds_of_blocks(commands, rounds=rounds, repeats=repeats, workdir=outputs, keep=keep)
-            shutil.rmtree(outputs)
             sides = list(medians.items())
             naive = sides[0][1]
             print(
@@ -275,7 +282,7 @@ def markdown(results: dict) -> str:
         f"{results['rounds']} rounds x {results['repeats']} runs, each side in its own block (one "
         "warm-up run per side first), each run after `sync` into a fresh folder, "
         + (
-            "every output kept until the corpus is done (deleting thousands of files slows the next "
+            "every output kept until the benchmark ends (deleting thousands of files slows the next "
             "thousand creations on this `discard`-mounted disk). "
             if results.get("kept_outputs", True)
             else "each output deleted after its run (not enough disk to keep them). "
