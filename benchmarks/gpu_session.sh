@@ -19,7 +19,7 @@ OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
-[ -e adares/cli ] || ln -s ../cli adares/cli
+if [ ! -e adares/cli ]; then ln -s ../cli adares/cli; trap 'rm -f adares/cli' EXIT; fi  # gone afterwards
 export PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; echo "cpus: $(nproc)";
   python3 -c 'import sys, torch, numpy; print(sys.version.split()[0], torch.__version__, numpy.__version__)'; } | tee "$OUT/machine.txt"
