@@ -121,18 +121,18 @@ def _request_hash(config: ExtractConfig) -> str:
 
 
 def _model_files(model: str) -> list[list[Any]]:
+    """[path, size, mtime_ns] of the files a model name could load from (the test that resumed runs
+    apply to their sources: a bundle replaced by one of the same size and time goes unnoticed)."""
     if model in ("none", "flux"):
         return []
-    folders = [Path(model), Path(__file__).with_name("pretrained") / model]
     stamps = []
-    for folder in folders:
+    for folder in (Path(model), Path(__file__).with_name("pretrained") / model):
         try:
-            files = sorted(entry for entry in folder.iterdir() if entry.is_file())
-        except OSError:  # not a folder: nothing this name could load from there
+            for file in sorted(entry for entry in folder.iterdir() if entry.is_file()):
+                stat = file.stat()
+                stamps.append([str(file.resolve()), stat.st_size, stat.st_mtime_ns])
+        except OSError:  # not a folder, or changing under us: nothing to load from there now
             continue
-        for file in files:
-            stat = file.stat()
-            stamps.append([str(file.resolve()), stat.st_size, stat.st_mtime_ns])
     return stamps
 
 
