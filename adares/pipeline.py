@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import hashlib
+import itertools
 import json
 import os
 import threading
@@ -396,7 +397,7 @@ def extract(
         if own_pool and pool is not None:
             _shutdown(pool)
 
-    _compact_failures(failures_path, records=[*previous, *written])
+    _compact_failures(failures_path, records=itertools.chain(previous, written))
     summary.wall_seconds = time.perf_counter() - started
     return summary
 

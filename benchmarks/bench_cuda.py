@@ -46,6 +46,16 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max() / b.abs().max().clamp_min(1e-30))
 
 
+def feature_differences(on_cpu, on_gpu) -> dict:
+    """Largest differences between two extractions of one clip (None where the frame counts differ)."""
+    same_shape = on_cpu.spans.shape == on_gpu.spans.shape
+    return {
+        "scores_max_abs_err": float(np.abs(on_cpu.scores - on_gpu.scores).max()),
+        "spans_max_diff_samples": int(np.abs(on_cpu.spans - on_gpu.spans).max()) if same_shape else None,
+        "mel_max_abs_err": float(np.abs(on_cpu.mel - on_gpu.mel).max()) if same_shape else None,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--json", type=Path, default=None)
@@ -124,28 +134,18 @@ def main() -> int:
 
     # 3. the merging extractor (flux) on CUDA equals the CPU
     clip = minute[: 10 * 16000]
-    cpu_features = resolve_extractor("flux", frontend=MelFrontend(), reduction=0.75)(clip)
-    gpu_features = resolve_extractor("flux", frontend=MelFrontend(), reduction=0.75, device=args.device)(clip)
-    report["checks"]["extract_flux_mel_max_abs_err"] = float(np.abs(cpu_features.mel - gpu_features.mel).max())
-    same_shape = cpu_features.spans.shape == gpu_features.spans.shape
-    report["checks"]["extract_flux_spans_max_diff_samples"] = (
-        int(np.abs(cpu_features.spans - gpu_features.spans).max()) if same_shape else None
+    flux = feature_differences(
+        resolve_extractor("flux", frontend=MelFrontend(), reduction=0.75)(clip),
+        resolve_extractor("flux", frontend=MelFrontend(), reduction=0.75, device=args.device)(clip),
     )
+    report["checks"]["extract_flux_mel_max_abs_err"] = flux["mel_max_abs_err"]
+    report["checks"]["extract_flux_spans_max_diff_samples"] = flux["spans_max_diff_samples"]
 
     # 4. the shipped default compressor (what `adares extract --device cuda` runs) on CUDA equals the CPU
     cpu_default = resolve_extractor("default", frontend=MelFrontend(), reduction=0.5)
     gpu_default = resolve_extractor("default", frontend=MelFrontend(), reduction=0.5, device=args.device)
-    cpu_features, gpu_features = cpu_default(clip), gpu_default(clip)
-    report["checks"]["extract_default_scores_max_abs_err"] = float(
-        np.abs(cpu_features.scores - gpu_features.scores).max()
-    )
-    same_shape = cpu_features.spans.shape == gpu_features.spans.shape
-    report["checks"]["extract_default_spans_max_diff_samples"] = (
-        int(np.abs(cpu_features.spans - gpu_features.spans).max()) if same_shape else None
-    )
-    report["checks"]["extract_default_mel_max_abs_err"] = (
-        float(np.abs(cpu_features.mel - gpu_features.mel).max()) if same_shape else None
-    )
+    default = feature_differences(cpu_default(clip), gpu_default(clip))
+    report["checks"] |= {f"extract_default_{key}": value for key, value in default.items()}
     for name, audio in (("extract default 60 s", minute), ("extract default 1 s", minute[:16000])):
         cpu_s = timed(lambda audio=audio: cpu_default(audio), repeats=7, cuda=False)
         gpu_s = timed(lambda audio=audio: gpu_default(audio), repeats=20, cuda=on_gpu)

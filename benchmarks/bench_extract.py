@@ -105,11 +105,11 @@ def block(name: str, make_command, *, repeats: int, workdir: Path, warm_up: bool
     """Run one side ``repeats`` times (fresh output folder each time), after one warm-up run.
 
     Every run starts after ``os.sync``, so no run pays for writing back another's files. With
-    ``keep``, outputs stay until the benchmark ends:
-    deleting thousands of files slows the creation of the next thousands for tens of seconds on
-    a disk mounted with ``discard`` (measured here: 3,000 clips, adares 4.6-5.8 s when the last
-    output was kept, 8.3-8.6 s right after deleting it; the naive loop 14.7-15.2 s vs 19.1-19.3 s),
-    which is the benchmark measuring its own clean-up rather than the extraction.
+    ``keep``, outputs stay until the benchmark ends: deleting thousands of files slows the
+    creation of the next thousands for tens of seconds on a disk mounted with ``discard``
+    (measured here: 3,000 clips, adares 4.6-5.8 s when the last output was kept, 8.3-8.6 s right
+    after deleting it; the naive loop 14.7-15.2 s vs 19.1-19.3 s), which is the benchmark
+    measuring its own clean-up rather than the extraction.
     """
     times = []
     for attempt in range(repeats + warm_up):
@@ -202,14 +202,28 @@ def main() -> None:
         "jobs": args.jobs,
         "rows": [],
     }
-    sides_per_corpus = 1 + len(models) * len(devices) + (1 if args.dask and models else 0)
+
+    def commands_for(corpus: Path) -> dict:
+        commands = {"naive loop (librosa, 1 process)": naive_command(corpus)}
+        for model in models:
+            for device in devices:
+                on = "" if device == "cpu" else f" --device {device}"
+                commands[f"adares extract --model {model}{on} (process pool)"] = adares_command(
+                    corpus, "--model", model, "--device", device, *jobs
+                )
+            if args.dask and model == models[0]:
+                commands[f"adares extract --model {model} (Dask local cluster, 2 workers)"] = adares_command(
+                    corpus, "--model", model, "--dask-workers", "2"
+                )
+        return commands
+
     with tempfile.TemporaryDirectory(prefix="adares-bench-") as tmp:
         work = Path(tmp)
         short, long = make_corpora(work, clips=clips, long_files=long_files, long_seconds=long_seconds)
         # every output stays until the end (deleting them slows the next corpus's runs): room for all?
         keep = keep_outputs(
             work,
-            runs=sides_per_corpus * (rounds * repeats + 1),
+            runs=len(commands_for(short)) * (rounds * repeats + 1),
             audio_seconds=clips * 1.0 + long_files * long_seconds,
         )
         results["kept_outputs"] = keep
@@ -219,21 +233,9 @@ def main() -> None:
                 (f"{long_files} x {long_seconds / 60:.0f} min files", long, long_files, long_files * long_seconds),
             )
         ):
-            commands = {"naive loop (librosa, 1 process)": naive_command(corpus)}
-            for model in models:
-                for device in devices:
-                    on = "" if device == "cpu" else f" --device {device}"
-                    commands[f"adares extract --model {model}{on} (process pool)"] = adares_command(
-                        corpus, "--model", model, "--device", device, *jobs
-                    )
-                if args.dask and model == models[0]:
-                    commands[f"adares extract --model {model} (Dask local cluster, 2 workers)"] = adares_command(
-                        corpus, "--model", model, "--dask-workers", "2"
-                    )
-            assert len(commands) == sides_per_corpus
             outputs = work / f"outputs{index}"
             outputs.mkdir()
-            medians = rounds_of_blocks(commands, rounds=rounds, repeats=repeats, workdir=outputs, keep=keep)
+            medians = rounds_of_blocks(commands_for(corpus), rounds=rounds, repeats=repeats, workdir=outputs, keep=keep)
             sides = list(medians.items())
             naive = sides[0][1]
             print(
