@@ -12,10 +12,11 @@ import ctypes
 import multiprocessing
 import os
 
-__all__ = ["keep_freed_memory", "limit_threads", "local_pool", "start_fork_server"]
+__all__ = ["keep_freed_memory", "limit_threads", "local_pool", "start_fork_server", "worker_count"]
 
-_PRELOAD = ["adares.pipeline", "adares.extractor"]
-"""Imported once by the fork server, so every worker starts with them (and torch) loaded."""
+_PRELOAD = ["adares.worker_server"]
+"""Imported once by the fork server: the pipeline and torch, so every worker starts with them
+loaded, and a quick end of the server (see that module)."""
 
 _MMAP_THRESHOLD_BYTES = 16 << 20
 """Blocks at least this large are mapped from the kernel; smaller ones are reused from the heap."""
@@ -31,6 +32,11 @@ def _context() -> multiprocessing.context.BaseContext:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(_PRELOAD)
     return context
+
+
+def worker_count(jobs: int | None) -> int:
+    """How many worker processes ``jobs`` means (None: one per core)."""
+    return jobs or os.cpu_count() or 1
 
 
 def start_fork_server() -> None:
