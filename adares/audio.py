@@ -23,11 +23,9 @@ import numpy as np
 import soundfile as sf
 
 from adares.errors import AudioDecodeError, ParameterError
+from adares.extensions import AUDIO_EXTENSIONS
 
 __all__ = ["AudioInfo", "info", "load", "AUDIO_EXTENSIONS"]
-
-AUDIO_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff")
-"""File extensions :func:`load` reads, the default set the corpus pipeline looks for."""
 
 _BLOCK_FRAMES = 1 << 18  # 262,144 frames: 5.5 s at 48 kHz, a few MB per block
 

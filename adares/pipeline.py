@@ -38,7 +38,7 @@ from adares.store import (
     rewrite_jsonl,
     write_features,
 )
-from adares.workers import limit_threads, local_pool, start_fork_server
+from adares.workers import limit_threads, local_pool, start_fork_server, worker_count
 
 __all__ = ["ExtractConfig", "Summary", "extract", "discover", "ConfigMismatchError"]
 
@@ -291,7 +291,7 @@ def extract(
     out = Path(output_dir)
     if jobs is not None and jobs < 1:
         raise ParameterError(f"jobs must be at least 1, got {jobs}")
-    workers = jobs or os.cpu_count() or 1
+    workers = worker_count(jobs)
     own_pool = executor is None and workers > 1
     if own_pool:
         start_fork_server()  # its imports (torch) run while this process finds the files

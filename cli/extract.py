@@ -6,13 +6,15 @@ import functools
 import os
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from adares.audio import AUDIO_EXTENSIONS
-from adares.pipeline import ExtractConfig, Summary, extract
-from adares.workers import keep_freed_memory
+from adares.extensions import AUDIO_EXTENSIONS
+from adares.workers import keep_freed_memory, start_fork_server, worker_count
+
+if TYPE_CHECKING:
+    from adares.pipeline import Summary
 
 _PLAIN_EVERY_SECONDS = 10.0
 
@@ -98,6 +100,12 @@ def extract_command(
     OUT/failures.jsonl (every file that could not be read, with the reason). Rerunning the same
     command skips files already done. Exit status: 0 all done, 1 some files failed, 2 bad usage.
     """
+    if scheduler is None and dask_workers is None and worker_count(jobs) > 1:
+        # First of all: the workers' start-up (importing torch, ~2 s) then runs while this process
+        # imports numpy and plans the run (measured: the run ends 0.1-0.35 s sooner).
+        start_fork_server()
+    from adares.pipeline import ExtractConfig, extract
+
     keep_freed_memory()  # this process may run the work itself (--jobs 1)
     settings = {"sr": sr, "hop": hop, "win": win, "n_fft": n_fft, "n_mels": n_mels, "fmin": fmin, "fmax": fmax}
     config = ExtractConfig(

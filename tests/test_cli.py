@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from adares.cli.main import main
 from adares.store import read_jsonl
 
-from .conftest import make_corpus
+from .conftest import make_corpus, python_output
 
 
 def run(*args: str):
@@ -97,3 +97,36 @@ def test_console_script_runs(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert json.loads((tmp_path / "out" / "manifest.jsonl").read_text().splitlines()[0])["status"] == "ok"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no fork server")
+def test_extract_starts_its_workers_before_it_imports_numpy(tmp_path):
+    # The workers' start-up (torch) is the longest part of a short run; it must not wait for
+    # this process's own imports. `--help` imports no numpy at all.
+    root = tmp_path / "in"
+    make_corpus(root, count=2, corrupt=False)
+    script = f"""
+import sys
+from multiprocessing import forkserver
+
+class Watch:
+    server_running = None
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "numpy" and Watch.server_running is None:
+            Watch.server_running = forkserver._forkserver._forkserver_pid is not None
+
+sys.meta_path.insert(0, Watch())
+from adares.cli.main import main
+
+def run(*args):
+    try:
+        main(list(args), standalone_mode=False)
+    except SystemExit as end:
+        assert not end.code, end.code
+    print("numpy imported after the server started:", Watch.server_running)
+
+run("extract", "--help")
+run("extract", {str(root)!r}, {str(tmp_path / "out")!r}, "--model", "none", "-j", "2", "-q")
+"""
+    assert [line for line in python_output(script) if line in ("None", "True", "False")] == ["None", "True"]
