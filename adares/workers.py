@@ -8,11 +8,13 @@ planning (finding the files, reading the manifest and the headers).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import ctypes
 import multiprocessing
 import os
+import signal
 
-__all__ = ["keep_freed_memory", "limit_threads", "local_pool", "start_fork_server", "worker_count"]
+__all__ = ["keep_freed_memory", "limit_threads", "local_pool", "start_fork_server", "stop_fork_server", "worker_count"]
 
 _PRELOAD = ["adares.worker_server"]
 """Imported once by the fork server: the pipeline and torch, so every worker starts with them
@@ -50,6 +52,27 @@ def start_fork_server() -> None:
         from multiprocessing import forkserver
 
         forkserver.ensure_running()
+
+
+def stop_fork_server() -> None:
+    """End the fork server now, also in the middle of its imports; for a process about to exit.
+
+    A run that finds everything already done never uses the server it started early; left
+    alone, the server would go on importing torch for two seconds after the command returned,
+    a core busy for nothing, with the command's output still open. A pool made later starts a
+    new server. No-op where no server runs.
+    """
+    if _context().get_start_method() != "forkserver":
+        return
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver
+    pid = getattr(server, "_forkserver_pid", None)
+    if pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    server._stop()  # closes its pipe, reaps it and forgets it, as the standard library's own tests do
 
 
 def local_pool(workers: int) -> cf.ProcessPoolExecutor:

@@ -53,3 +53,27 @@ def test_a_pool_made_after_the_early_start_uses_that_server_and_its_workers_are_
         "print(early is not None, pids == {early}, torch_threads)\n"
     )
     assert python_output(script) == ["True", "True", "1"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no fork server")
+def test_stopping_the_fork_server_mid_import_ends_it_and_a_later_pool_starts_another():
+    script = (
+        "import os\n"
+        "from multiprocessing import forkserver\n"
+        "from adares.workers import local_pool, start_fork_server, stop_fork_server\n"
+        "start_fork_server()\n"
+        "first = forkserver._forkserver._forkserver_pid\n"
+        "stop_fork_server()\n"  # at once: the server is still importing torch
+        "try:\n"
+        "    os.kill(first, 0)\n"
+        "    gone = False\n"
+        "except ProcessLookupError:\n"
+        "    gone = True\n"
+        "with local_pool(1) as pool:\n"
+        "    parent = pool.submit(os.getppid).result()\n"
+        "second = forkserver._forkserver._forkserver_pid\n"
+        "stop_fork_server()\n"
+        "stop_fork_server()\n"  # no server: nothing to do
+        "print(gone, parent == second != first, forkserver._forkserver._forkserver_pid)\n"
+    )
+    assert python_output(script) == ["True", "True", "None"]
