@@ -125,8 +125,8 @@ def block(name: str, make_command, *, repeats: int, workdir: Path, warm_up: bool
 
 def rounds_of_blocks(
     sides: dict[str, object], *, rounds: int, repeats: int, workdir: Path, keep: bool
-) -> dict[str, float]:
-    """Median seconds per side over ``rounds`` rounds of one block per side, in the same order.
+) -> dict[str, list[float]]:
+    """Seconds of every timed run per side over ``rounds`` rounds of one block per side, in the same order.
 
     Blocks keep one side's threads from slowing the other; several rounds spread slow drifts of
     this shared machine over both sides instead of one.
@@ -143,7 +143,7 @@ def rounds_of_blocks(
                 warm_up=round_ == 0,
                 keep=keep,
             )
-    return {name: statistics.median(values) for name, values in times.items()}
+    return times
 
 
 def keep_outputs(folder: Path, *, runs: int, audio_seconds: float) -> bool:
@@ -235,14 +235,17 @@ def main() -> None:
         ):
             outputs = work / f"outputs{index}"
             outputs.mkdir()
-            medians = rounds_of_blocks(commands_for(corpus), rounds=rounds, repeats=repeats, workdir=outputs, keep=keep)
-            sides = list(medians.items())
+            runs = rounds_of_blocks(commands_for(corpus), rounds=rounds, repeats=repeats, workdir=outputs, keep=keep)
+            sides = [(name, statistics.median(times)) for name, times in runs.items()]
             naive = sides[0][1]
             print(
                 f"\n{corpus_name}: {audio_seconds / 3600:.2f} h of audio, median of {rounds} x {repeats} "
                 "whole-process runs"
             )
-            print(f"{'side':<62} {'seconds':>9} {'files/s':>9} {'x real time':>12} {'vs naive':>9}")
+            print(
+                f"{'side':<62} {'seconds':>9} {'runs (min-max)':>15} {'files/s':>9} {'x real time':>12} "
+                f"{'vs naive':>9}"
+            )
             for name, seconds in sides:
                 row = {
                     "corpus": corpus_name,
@@ -251,10 +254,12 @@ def main() -> None:
                     "files_per_second": count / seconds,
                     "real_time_factor": audio_seconds / seconds,
                     "speedup_vs_naive": naive / seconds,
+                    "runs_seconds": runs[name],
                 }
                 results["rows"].append(row)
                 print(
-                    f"{name:<62} {seconds:9.2f} {count / seconds:9.1f} {audio_seconds / seconds:12.0f} "
+                    f"{name:<62} {seconds:9.2f} {min(runs[name]):7.2f}-{max(runs[name]):<7.2f} {count / seconds:9.1f} "
+                    f"{audio_seconds / seconds:12.0f} "
                     f"{naive / seconds:8.2f}x"
                 )
             pool = {r["side"]: r["median_seconds"] for r in results["rows"] if r["corpus"] == corpus_name}
@@ -292,13 +297,14 @@ def markdown(results: dict) -> str:
         + "The naive loop is `librosa.load` + `librosa.feature.melspectrogram` + `np.save` per file in "
         "one process; adares uses all cores.",
         "",
-        "| corpus | side | median s | files/s | x real time | speed-up vs naive |",
-        "| --- | --- | ---: | ---: | ---: | ---: |",
+        "| corpus | side | median s | runs s (min-max) | files/s | x real time | speed-up vs naive |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for row in results["rows"]:
+        runs = row["runs_seconds"]
         lines.append(
-            f"| {row['corpus']} | {row['side']} | {row['median_seconds']:.2f} | {row['files_per_second']:.1f} | "
-            f"{row['real_time_factor']:.0f} | {row['speedup_vs_naive']:.2f}x |"
+            f"| {row['corpus']} | {row['side']} | {row['median_seconds']:.2f} | {min(runs):.2f}-{max(runs):.2f} | "
+            f"{row['files_per_second']:.1f} | {row['real_time_factor']:.0f} | {row['speedup_vs_naive']:.2f}x |"
         )
     return "\n".join(lines)
 
