@@ -38,6 +38,7 @@ from adares.store import (
     rewrite_jsonl,
     write_features,
 )
+from adares.units import to_samples
 from adares.workers import limit_threads, local_pool, start_fork_server, worker_count
 
 __all__ = ["ExtractConfig", "Summary", "extract", "discover", "ConfigMismatchError"]
@@ -291,6 +292,7 @@ def extract(
     out = Path(output_dir)
     if jobs is not None and jobs < 1:
         raise ParameterError(f"jobs must be at least 1, got {jobs}")
+    _check_durations(config)
     workers = worker_count(jobs)
     own_pool = executor is None and workers > 1
     if own_pool:
@@ -400,6 +402,21 @@ def extract(
     _compact_failures(failures_path, records=itertools.chain(previous, written))
     summary.wall_seconds = time.perf_counter() - started
     return summary
+
+
+def _check_durations(config: ExtractConfig) -> None:
+    """Raise the front end's own error for a hop or window that is not a whole number of samples.
+
+    The front end checks every setting, but in a worker, after importing torch (seconds); these
+    two, the likeliest to be mistyped, need no torch and are checked here at once. Only values
+    given with their rate: the rest is left to the front end.
+    """
+    sr = config.frontend.get("sr")
+    if isinstance(sr, bool) or not isinstance(sr, int) or sr < 1:
+        return
+    for key, name in (("hop", "hop"), ("win", "window")):
+        if key in config.frontend:
+            to_samples(config.frontend[key], sr=sr, name=name)
 
 
 def _refuse_mixing(previous: Sequence[dict[str, Any]], *, config_hash: str, out: Path, overwrite: bool) -> None:

@@ -215,6 +215,28 @@ def test_with_a_pool_this_process_never_imports_torch(corpus, tmp_path):
     assert python_output(script) == ["6", "1", "False"]
 
 
+def test_a_hop_or_window_off_the_sample_grid_is_refused_before_any_worker_starts(corpus, tmp_path):
+    # The likeliest typos are reported at once, with the front end's own message, instead of
+    # after the workers' start-up (no torch import, no fork server).
+    script = (
+        "import sys\n"
+        "from multiprocessing import forkserver\n"
+        "from adares.errors import ParameterError\n"
+        "from adares.pipeline import ExtractConfig, extract\n"
+        "for setting in ({'hop': '7.3ms'}, {'win': '20.03ms'}):\n"
+        "    try:\n"
+        f"        extract({str(corpus)!r}, {str(tmp_path / 'out')!r}, "
+        "config=ExtractConfig(frontend={'sr': 16000, **setting}, model='none'), jobs=2)\n"
+        "    except ParameterError as error:\n"
+        "        print(str(error).split()[0], 'not a whole number' in str(error))\n"
+        "print('torch' in sys.modules, forkserver._forkserver._forkserver_pid)\n"
+    )
+    assert python_output(script) == ["hop", "True", "window", "True", "False", "None"]
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ParameterError, match="hop '7.3ms' is 116.8 samples"):
+        MelFrontend(hop="7.3ms")  # the same message the front end gives
+
+
 def test_sigkill_leaves_no_partial_output_and_rerun_completes(tmp_path):
     root = tmp_path / "in"
     root.mkdir()
