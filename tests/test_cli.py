@@ -139,18 +139,16 @@ def test_extract_leaves_no_fork_server_running(tmp_path):
     root = tmp_path / "in"
     make_corpus(root, count=2, corrupt=False)
     script = f"""
-import os
 from multiprocessing import forkserver
 from adares.cli.main import main
 
-for attempt in ("first run", "rerun with nothing to do"):
+for _ in ("first run", "rerun with nothing to do"):
     try:
         main([
             "extract", {str(root)!r}, {str(tmp_path / "out")!r}, "--model", "none", "-j", "2", "-q"
         ], standalone_mode=False)
     except SystemExit as end:
         assert not end.code, end.code
-    pid = forkserver._forkserver._forkserver_pid
-    print(pid is None)
+    print(forkserver._forkserver._forkserver_pid is None)
 """
     assert python_output(script) == ["True", "True"]
