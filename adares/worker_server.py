@@ -32,11 +32,13 @@ def imported_by_fork_server() -> bool:
     """Whether this module is being imported by the fork server's preload step.
 
     True only while :func:`multiprocessing.forkserver.main` is on the call stack, i.e. in the
-    server process itself, during its start-up.
+    server process itself, during its start-up. False where that function cannot be found (a
+    Python that starts its server otherwise keeps the ordinary exit).
     """
-    frame = sys._getframe() if hasattr(sys, "_getframe") else None
+    server_main = getattr(getattr(forkserver, "main", None), "__code__", None)
+    frame = sys._getframe() if hasattr(sys, "_getframe") and server_main is not None else None
     while frame is not None:
-        if frame.f_code is forkserver.main.__code__:
+        if frame.f_code is server_main:
             return True
         frame = frame.f_back
     return False

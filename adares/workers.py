@@ -66,13 +66,15 @@ def stop_fork_server() -> None:
         return
     from multiprocessing import forkserver
 
-    server = forkserver._forkserver
-    pid = getattr(server, "_forkserver_pid", None)
-    if pid is None:
+    # Private names of the standard library's server (3.10-3.14); missing, the server is left
+    # to end by itself when this process exits, as before.
+    server = getattr(forkserver, "_forkserver", None)
+    pid, stop = getattr(server, "_forkserver_pid", None), getattr(server, "_stop", None)
+    if pid is None or stop is None:
         return
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    server._stop()  # closes its pipe, reaps it and forgets it, as the standard library's own tests do
+    stop()  # closes its pipe, reaps it and forgets it, as the standard library's own tests do
 
 
 def local_pool(workers: int) -> cf.ProcessPoolExecutor:

@@ -48,3 +48,12 @@ def test_the_fork_server_ends_without_the_interpreters_clean_up(tmp_path: Path):
     )
     assert python_output(script) == ["True"]
     assert not marker.exists()
+
+
+def test_a_python_without_the_server_function_keeps_the_ordinary_exit(monkeypatch):
+    from multiprocessing import forkserver
+
+    import adares.worker_server as server
+
+    monkeypatch.delattr(forkserver, "main")
+    assert server.imported_by_fork_server() is False

@@ -77,3 +77,24 @@ def test_stopping_the_fork_server_mid_import_ends_it_and_a_later_pool_starts_ano
         "print(gone, parent == second != first, forkserver._forkserver._forkserver_pid)\n"
     )
     assert python_output(script) == ["True", "True", "None"]
+
+
+def test_stopping_without_the_standard_librarys_private_server_does_nothing(monkeypatch):
+    # A server object without the private stop (another Python): its process is left alone
+    # rather than killed and never reaped. A sleeping child stands in for the server.
+    import subprocess
+    from multiprocessing import forkserver
+    from types import SimpleNamespace
+
+    from adares.workers import stop_fork_server
+
+    stand_in = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        monkeypatch.setattr(forkserver, "_forkserver", SimpleNamespace(_forkserver_pid=stand_in.pid))
+        stop_fork_server()
+        assert stand_in.poll() is None
+        monkeypatch.setattr(forkserver, "_forkserver", object())
+        stop_fork_server()  # no server at all: nothing happens, nothing raises
+    finally:
+        stand_in.kill()
+        stand_in.wait()
