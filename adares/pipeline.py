@@ -13,6 +13,7 @@ files finish, so a killed run keeps the record of every finished file and a reru
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import hashlib
 import itertools
 import json
@@ -632,22 +633,31 @@ def _describe(config: ExtractConfig) -> dict[str, Any]:
 
 
 def _warm_up_pool(pool: cf.Executor, workers: int, config: ExtractConfig, described: cf.Future) -> None:
-    """Have one worker describe the extractor into ``described`` and the others build theirs."""
+    """Have one worker describe the extractor into ``described`` and the others build theirs.
+
+    ``described`` gets the first outcome only: the describing task's, or the failure to start
+    the workers (the run may have ended first and shut the pool down, or the server died or
+    was stopped by Ctrl-C), which the planning thread takes as a broken pool. Nothing is raised
+    here, so this thread never prints a traceback of its own.
+    """
+
+    def settle(result: Any = None, error: BaseException | None = None) -> None:
+        with contextlib.suppress(cf.InvalidStateError):  # already settled by the other path
+            if error is None:
+                described.set_result(result)
+            else:
+                described.set_exception(error)
 
     def relay(future: cf.Future) -> None:
         error = future.exception()
-        if error is None:
-            described.set_result(future.result())
-        else:
-            described.set_exception(error)
+        settle(None if error is not None else future.result(), error)
 
     try:
         pool.submit(_describe, config).add_done_callback(relay)
         for _ in range(workers - 1):
             pool.submit(_warm_up, config)
-    except (RuntimeError, cf.process.BrokenProcessPool) as error:  # the run may have ended first
-        if not described.done():
-            described.set_exception(cf.process.BrokenProcessPool(str(error)))
+    except Exception as error:  # noqa: BLE001 - reported through `described`
+        settle(error=cf.process.BrokenProcessPool(_one_line(error)))
 
 
 _BATCH_MAX_SECONDS = 30.0

@@ -13,6 +13,8 @@ import ctypes
 import multiprocessing
 import os
 import signal
+import threading
+from collections.abc import Iterator
 
 __all__ = ["keep_freed_memory", "limit_threads", "local_pool", "start_fork_server", "stop_fork_server", "worker_count"]
 
@@ -51,7 +53,27 @@ def start_fork_server() -> None:
     if _context().get_start_method() == "forkserver":
         from multiprocessing import forkserver
 
-        forkserver.ensure_running()
+        with _ctrl_c_ignored():  # inherited by the server for its whole life (see below)
+            forkserver.ensure_running()
+
+
+@contextlib.contextmanager
+def _ctrl_c_ignored() -> Iterator[None]:
+    """Ignore SIGINT in this process for the block (in the main thread; elsewhere a no-op).
+
+    A process started meanwhile inherits the disposition, and Python keeps an inherited SIGINT
+    ignored. Ctrl-C reaches the whole process group; the fork server must not answer it: while
+    importing torch it printed a traceback of its own, and the command, which does handle it,
+    stops the server anyway.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.SIG_DFL)
 
 
 def stop_fork_server() -> None:
@@ -83,6 +105,9 @@ def local_pool(workers: int) -> cf.ProcessPoolExecutor:
 
 
 def _init_worker() -> None:
+    # Ctrl-C reaches the whole process group; the command handles it for its workers (they
+    # finish the file in hand and stop), so a worker does not print a traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     limit_threads()
     keep_freed_memory()
 

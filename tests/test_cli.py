@@ -152,3 +152,36 @@ for _ in ("first run", "rerun with nothing to do"):
     print(forkserver._forkserver._forkserver_pid is None)
 """
     assert python_output(script) == ["True", "True"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")
+@pytest.mark.parametrize("moment", ["while the workers start", "while files are written"])
+def test_ctrl_c_stops_cleanly_and_a_rerun_finishes(tmp_path, moment):
+    # Ctrl-C reaches the whole process group: the command, its fork server (maybe still
+    # importing torch) and its workers. Only the command may speak ("Aborted!"): no traceback
+    # from any of them, no process left behind, no half-written file; the rerun does the rest.
+    import os
+    import signal
+    import time
+
+    root = tmp_path / "in"
+    make_corpus(root, count=300, corrupt=False, seconds=0.2)
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "adares.cli", "extract", str(root), str(out), "--model", "none", "-j", "2", "-q"]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 60
+    if moment == "while the workers start":
+        time.sleep(0.3)
+    else:
+        manifest = out / "manifest.jsonl"
+        while not (manifest.exists() and manifest.stat().st_size) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)  # returns once every process holding the output ended
+    assert process.returncode in (0, 1), stderr  # 0: it finished before the signal landed
+    assert "Traceback" not in stderr.decode(), stderr.decode()
+    assert not list(out.rglob("*adares-tmp*")) if out.exists() else True
+    rerun = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert len(list(out.rglob("*.npz"))) == 300
