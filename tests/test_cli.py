@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -154,8 +155,33 @@ for _ in ("first run", "rerun with nothing to do"):
     assert python_output(script) == ["True", "True"]
 
 
+def _fork_servers_of(pid: int) -> list[int]:
+    """The fork servers among the children of process ``pid`` (Linux: read from /proc)."""
+    servers = []
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, ValueError):  # not a process, or gone meanwhile
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid and b"forkserver" in command:
+            servers.append(int(entry.name))
+    return servers
+
+
+def _loading_torch(pids: list[int]) -> bool:
+    """Whether one of ``pids`` has mapped torch's C++ library (early in ``import torch``)."""
+    for pid in pids:
+        try:
+            if "libtorch" in Path(f"/proc/{pid}/maps").read_text():
+                return True
+        except OSError:
+            continue
+    return False
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(sys.platform == "win32", reason="POSIX process groups")
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="POSIX process groups; /proc")
 @pytest.mark.parametrize("moment", ["while the workers start", "while files are written"])
 def test_ctrl_c_stops_cleanly_and_a_rerun_finishes(tmp_path, moment):
     # Ctrl-C reaches the whole process group: the command, its fork server (maybe still
@@ -171,8 +197,9 @@ def test_ctrl_c_stops_cleanly_and_a_rerun_finishes(tmp_path, moment):
     args = [sys.executable, "-m", "adares.cli", "extract", str(root), str(out), "--model", "none", "-j", "2", "-q"]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 60
-    if moment == "while the workers start":
-        time.sleep(0.3)
+    if moment == "while the workers start":  # the server has begun loading torch: seconds of imports left
+        while not _loading_torch(_fork_servers_of(process.pid)) and time.monotonic() < deadline:
+            time.sleep(0.01)
     else:
         manifest = out / "manifest.jsonl"
         while not (manifest.exists() and manifest.stat().st_size) and time.monotonic() < deadline:
