@@ -650,7 +650,10 @@ def _warm_up_pool(pool: cf.Executor, workers: int, config: ExtractConfig, descri
 
     def relay(future: cf.Future) -> None:
         error = future.exception()
-        settle(None if error is not None else future.result(), error)
+        if error is None:
+            settle(future.result())
+        else:
+            settle(error=error)
 
     try:
         pool.submit(_describe, config).add_done_callback(relay)
