@@ -370,8 +370,7 @@ def load_spectrograms(
         padded[item, : len(spectrogram)] = spectrogram
         padded[item, len(spectrogram) :] = spectrogram.min()
     splits = {
-        split: torch.tensor([i for i, row in enumerate(rows) if row[2] == split], dtype=torch.long)
-        for split in SPLITS
+        split: torch.tensor([i for i, row in enumerate(rows) if row[2] == split], dtype=torch.long) for split in SPLITS
     }
     return SpectrogramSet(
         log_mel=padded,
@@ -417,8 +416,10 @@ class JointModel(nn.Module):
         """
         if self.compressor is None:
             return log_mel[:, None], lengths, None
-        out = self.compressor(log_mel, lengths) if reduction is None else self.compressor(
-            log_mel, lengths, reduction=reduction
+        out = (
+            self.compressor(log_mel, lengths)
+            if reduction is None
+            else self.compressor(log_mel, lengths, reduction=reduction)
         )
         feature = out.feature if self.planes == 3 else out.avg[:, None]
         return feature, out.lengths, out
@@ -1172,10 +1173,13 @@ def train_multitask(
         },
         metrics={
             "note": "accuracy of the jointly trained per-task classifiers on the held-out splits",
-            "test_accuracy": {t: {h: {r: v["accuracy"] for r, v in rs.items()} for h, rs in hs.items()}
-                              for t, hs in test.items()},
-            "val_accuracy": {t: {h: {r: v["accuracy"] for r, v in rs.items()} for h, rs in hs.items()}
-                             for t, hs in validation.items()},
+            "test_accuracy": {
+                t: {h: {r: v["accuracy"] for r, v in rs.items()} for h, rs in hs.items()} for t, hs in test.items()
+            },
+            "val_accuracy": {
+                t: {h: {r: v["accuracy"] for r, v in rs.items()} for h, rs in hs.items()}
+                for t, hs in validation.items()
+            },
         },
         validated={
             "sr": [config.sr],

@@ -147,16 +147,32 @@ PASSES = {
         (0,),
         {"epochs": 12, "min_epochs": 8},
         (
-            "fixed-10ms", "fixed-5ms", "avgpool-0.75", "changehop-0.75", "flux-0.75", "diffres-0.75",
-            "diffres-std-0.75", "default-0.75", "uniform-0.75", "flux-extract-0.75",
+            "fixed-10ms",
+            "fixed-5ms",
+            "avgpool-0.75",
+            "changehop-0.75",
+            "flux-0.75",
+            "diffres-0.75",
+            "diffres-std-0.75",
+            "default-0.75",
+            "uniform-0.75",
+            "flux-extract-0.75",
         ),
         None,
         "runs-screen",
         RESULTS / "accuracy-screen.json",
         "accuracy-screen",
     ),
-    "quick": Pass("quick", (0,), {"epochs": 2, "patience": 2, "min_epochs": 0}, None, 192, "runs-quick",
-                  CACHE / "accuracy-quick.json", None),
+    "quick": Pass(
+        "quick",
+        (0,),
+        {"epochs": 2, "patience": 2, "min_epochs": 0},
+        None,
+        192,
+        "runs-quick",
+        CACHE / "accuracy-quick.json",
+        None,
+    ),
 }
 
 
@@ -199,8 +215,23 @@ def extract_features(task: str, kind: str, reduction: float, *, jobs: int) -> Pa
     """Run `adares extract --model KIND` over a task folder (it resumes, so reruns are cheap)."""
     out = _extract_dir(task, kind, reduction)
     command = [
-        sys.executable, "-m", "adares.cli", "extract", "--model", kind, "--reduction", f"{reduction:g}",
-        "--hop", "5ms", "--n-mels", "128", "-j", str(jobs), "-q", str(DATA / task), str(out),
+        sys.executable,
+        "-m",
+        "adares.cli",
+        "extract",
+        "--model",
+        kind,
+        "--reduction",
+        f"{reduction:g}",
+        "--hop",
+        "5ms",
+        "--n-mels",
+        "128",
+        "-j",
+        str(jobs),
+        "-q",
+        str(DATA / task),
+        str(out),
     ]
     subprocess.run(command, check=True)
     return out
@@ -243,8 +274,7 @@ def _frozen_set(task: str, name: str, config) -> Any:
         key = f"{spec['features']}-{spec['reduction']:g}:{digest}:{fine.key}"
     if spec.get("widths"):
         rows = [
-            torch.cat([row, width.log().to(row.dtype)[:, None]], dim=1)
-            for row, width in zip(rows, widths, strict=True)
+            torch.cat([row, width.log().to(row.dtype)[:, None]], dim=1) for row, width in zip(rows, widths, strict=True)
         ]
         key += ":widths"
     lengths = torch.cat(lengths)
@@ -378,9 +408,7 @@ def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 common = sorted(set(by_config[name]) & set(by_config[baseline]))
                 if not common:
                     continue
-                diffs = [
-                    100.0 * (by_config[name][s]["accuracy"] - by_config[baseline][s]["accuracy"]) for s in common
-                ]
+                diffs = [100.0 * (by_config[name][s]["accuracy"] - by_config[baseline][s]["accuracy"]) for s in common]
                 mean, std = _mean_std(diffs)
                 paired[baseline] = {"mean": mean, "sem": std / math.sqrt(len(diffs)), "seeds": common}
             table[task][name]["paired"] = paired
@@ -447,8 +475,9 @@ def _plot(table: dict[str, Any], path: Path) -> None:
                 capsize=3,
                 linestyle="none",
             )
-            axis.annotate(name, (entry["macs"] / 1e6, entry["acc_mean"]), fontsize=7, xytext=(4, 2),
-                          textcoords="offset points")
+            axis.annotate(
+                name, (entry["macs"] / 1e6, entry["acc_mean"]), fontsize=7, xytext=(4, 2), textcoords="offset points"
+            )
         axis.set_title(task)
         axis.set_xlabel("classifier M MACs per clip")
         axis.set_ylabel("test accuracy (%)")
@@ -522,8 +551,12 @@ def _markdown(
                 cells = "; ".join(f"{b}: {p['mean']:+.2f} ± {p['sem']:.2f}" for b, p in paired.items())
                 lines.append(f"Paired difference of `{name}` (points, mean ± s.e. over seeds): {cells}.")
                 lines.append("")
-    lines += ["### The paper's claims, task by task", "", "| task | claim | difference of means (pt) | holds |",
-              "| --- | --- | --- | --- |"]
+    lines += [
+        "### The paper's claims, task by task",
+        "",
+        "| task | claim | difference of means (pt) | holds |",
+        "| --- | --- | --- | --- |",
+    ]
     for check in checks:
         lines.append(
             f"| {check['task']} | {check['claim']} | {check['difference']:+.2f} | "
@@ -665,10 +698,7 @@ def main(argv: list[str] | None = None) -> int:
     began = time.perf_counter()
     from adares.train import load_spectrograms
 
-    fine_frontends = {
-        json.dumps(_fine(_train_config(n, 0, plan.overrides)).frontend_config())
-        for n in names
-    }
+    fine_frontends = {json.dumps(_fine(_train_config(n, 0, plan.overrides)).frontend_config()) for n in names}
     for task in tasks:
         for frontend in sorted(fine_frontends):
             load_spectrograms(DATA / task, frontend=json.loads(frontend), cache_dir=CACHE, progress=True)

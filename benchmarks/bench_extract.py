@@ -243,8 +243,7 @@ def main() -> None:
                 "whole-process runs"
             )
             print(
-                f"{'side':<62} {'seconds':>9} {'runs (min-max)':>15} {'files/s':>9} {'x real time':>12} "
-                f"{'vs naive':>9}"
+                f"{'side':<62} {'seconds':>9} {'runs (min-max)':>15} {'files/s':>9} {'x real time':>12} {'vs naive':>9}"
             )
             for name, seconds in sides:
                 row = {

@@ -55,4 +55,3 @@ def main() -> None:
     Fine-hop log-mel spectrograms, merged by a trained DiffRes compressor into variable-resolution
     frames, each with its exact time span.
     """
-

@@ -211,9 +211,7 @@ def test_compress_power_batch_matches_single_calls(tmp_path):
         alone = bundle(clip, SR, frontend=user, reduction=0.75)
         count = int(merged.lengths[item])
         assert count == alone.mel.shape[0]
-        np.testing.assert_allclose(
-            user.compress(merged.power[item, :count]).numpy(), alone.mel, rtol=1e-4, atol=1e-4
-        )
+        np.testing.assert_allclose(user.compress(merged.power[item, :count]).numpy(), alone.mel, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("standardize", [False, True])

@@ -413,8 +413,11 @@ def _train_toy(seed: int) -> tuple[float, float, float, float]:
         optimiser.step()
     with torch.no_grad():
         final, out = step()
-    return float(initial), float(final), float(out.scores[event].mean()) - initial_event_score, float(
-        out.scores[event].mean() - out.scores[~event].mean()
+    return (
+        float(initial),
+        float(final),
+        float(out.scores[event].mean()) - initial_event_score,
+        float(out.scores[event].mean() - out.scores[~event].mean()),
     )
 
 

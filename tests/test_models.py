@@ -163,9 +163,7 @@ def test_spec_augment_fills_with_clip_minimum_and_is_reproducible():
 
 def test_spec_augment_without_masks_is_identity():
     log_mel = torch.randn(2, 8, 4)
-    out, masked = spec_augment(
-        log_mel, torch.tensor([8, 5]), generator=torch.Generator(), time_masks=0, freq_masks=0
-    )
+    out, masked = spec_augment(log_mel, torch.tensor([8, 5]), generator=torch.Generator(), time_masks=0, freq_masks=0)
     torch.testing.assert_close(out, log_mel)
     assert not masked.any()
 

@@ -354,7 +354,6 @@ def test_a_group_that_fails_is_retried_file_by_file(corpus, tmp_path, monkeypatc
     assert calls and summary.done == 6 and summary.failed == 1  # only the corrupt file fails
 
 
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_workers_write_the_cpu_features(corpus, tmp_path):
     extract(corpus, tmp_path / "cpu", config=config(), jobs=1)

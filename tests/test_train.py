@@ -317,9 +317,7 @@ def test_train_from_audio_folder_is_reproducible(tmp_path):
 def test_diffres_run_exports_a_loadable_bundle(tmp_path):
     from adares.compressor import Compressor
 
-    config = _config(
-        compressor="diffres", reduction=0.5, epochs=1, estimator={"channels": [4, 1], "standardize": True}
-    )
+    config = _config(compressor="diffres", reduction=0.5, epochs=1, estimator={"channels": [4, 1], "standardize": True})
     assert config.plane_mode == "mix"
     metrics = _run(tmp_path, "run", config, _synthetic_set(config))
     assert metrics["compressor_macs"] > 0

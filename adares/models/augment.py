@@ -15,9 +15,7 @@ from adares.errors import ParameterError
 __all__ = ["spec_augment", "mixup", "span_masks"]
 
 
-def span_masks(
-    lengths: Tensor, *, size: int, count: int, max_width: Tensor, generator: torch.Generator
-) -> Tensor:
+def span_masks(lengths: Tensor, *, size: int, count: int, max_width: Tensor, generator: torch.Generator) -> Tensor:
     """Union of ``count`` random spans per item along an axis of ``size`` positions.
 
     Parameters

@@ -198,8 +198,7 @@ class ConvClassifier(nn.Module):
         batch, planes, frames, bins = feature.shape
         if planes != self.in_channels or bins != self.n_mels:
             raise ParameterError(
-                f"classifier expects {self.in_channels} plane(s) of {self.n_mels} mel bins, "
-                f"got {planes} of {bins}"
+                f"classifier expects {self.in_channels} plane(s) of {self.n_mels} mel bins, got {planes} of {bins}"
             )
         if lengths is None:
             lengths = torch.full((batch,), frames, dtype=torch.long, device=feature.device)
