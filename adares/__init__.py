@@ -14,7 +14,16 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from adares.errors import AdaresError, AudioDecodeError, ModelError, ParameterError
+from adares.errors import (
+    AdaresError,
+    AdaresWarning,
+    AudioDecodeError,
+    ConfigMismatchError,
+    FeatureFileError,
+    ModelError,
+    ParameterError,
+    ValidationWarning,
+)
 
 __version__ = "0.1.0"
 
@@ -27,12 +36,24 @@ _LAZY = {
     "Features": "adares.features",
     "load_features": "adares.features",
     "extract": "adares.pipeline",
+    "ExtractConfig": "adares.pipeline",
     "FeatureDataset": "adares.data",
     "collate": "adares.data",
     "plot": "adares.plotting",
 }
 
-__all__ = ["AdaresError", "AudioDecodeError", "ModelError", "ParameterError", "__version__", *_LAZY]
+__all__ = [
+    "AdaresError",
+    "AdaresWarning",
+    "AudioDecodeError",
+    "ConfigMismatchError",
+    "FeatureFileError",
+    "ModelError",
+    "ParameterError",
+    "ValidationWarning",
+    "__version__",
+    *_LAZY,
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from adares import __version__
-from adares.errors import ModelError, ParameterError
+from adares.errors import ModelError, ParameterError, ValidationWarning
 from adares.precision import exact_float32
 
 __all__ = ["Compressor", "ValidationWarning", "export_bundle", "FORMAT", "FORMAT_VERSION"]
@@ -47,10 +47,6 @@ _LOG_SETTINGS = ("log", "eps", "eps_mode", "amin")
 
 # Fine frames the estimator scores per call on long files; the margin makes blocks exact.
 BLOCK_FRAMES = 8192
-
-
-class ValidationWarning(UserWarning):
-    """A setting lies outside what a compressor bundle was validated on; its scores may be poor."""
 
 
 def _sha256(data: bytes) -> str:

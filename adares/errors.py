@@ -6,7 +6,16 @@ class. Errors raised for bad arguments also derive from :class:`ValueError`, the
 
 from __future__ import annotations
 
-__all__ = ["AdaresError", "ParameterError", "AudioDecodeError", "ModelError", "FeatureFileError"]
+__all__ = [
+    "AdaresError",
+    "ParameterError",
+    "ConfigMismatchError",
+    "AudioDecodeError",
+    "ModelError",
+    "FeatureFileError",
+    "AdaresWarning",
+    "ValidationWarning",
+]
 
 
 class AdaresError(Exception):
@@ -15,6 +24,10 @@ class AdaresError(Exception):
 
 class ParameterError(AdaresError, ValueError):
     """An argument or a configuration value is invalid (wrong type, range, or combination)."""
+
+
+class ConfigMismatchError(ParameterError):
+    """An output folder holds features made with another configuration than the one asked for."""
 
 
 class AudioDecodeError(AdaresError):
@@ -43,3 +56,11 @@ class ModelError(AdaresError):
 
 class FeatureFileError(AdaresError):
     """A feature file (``.npz`` written by adares) is missing, corrupt, or not in adares' format."""
+
+
+class AdaresWarning(UserWarning):
+    """Root of every warning adares issues."""
+
+
+class ValidationWarning(AdaresWarning):
+    """A setting lies outside what a compressor bundle was validated on; its scores may be poor."""

@@ -29,7 +29,7 @@ from typing import Any
 from adares import __version__
 from adares.atomic import remove_stale_temporaries
 from adares.audio import AUDIO_EXTENSIONS, info, load
-from adares.errors import AdaresError, AudioDecodeError, ParameterError
+from adares.errors import AdaresError, AudioDecodeError, ConfigMismatchError, ParameterError
 from adares.store import (
     FAILURES_NAME,
     MANIFEST_NAME,
@@ -46,10 +46,6 @@ __all__ = ["ExtractConfig", "Summary", "extract", "discover", "ConfigMismatchErr
 
 _MAX_RETRIES = 2
 """How often a batch is resubmitted after its worker process died, before its files count as failed."""
-
-
-class ConfigMismatchError(ParameterError):
-    """The output folder holds features made with another configuration."""
 
 
 @dataclass(frozen=True)
