@@ -16,6 +16,7 @@ bins or any log; settings outside what the bundle was validated on raise a
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import importlib.resources
 import json
@@ -28,13 +29,23 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save as save_tensors
 from torch import Tensor
 
 from adares import __version__
+from adares.atomic import atomic_open, atomic_write_text
+from adares.diffres import ImportanceEstimator
 from adares.errors import ModelError, ParameterError, ValidationWarning
+from adares.extractor import BLOCK_FRAMES, MergingExtractor, fine_power
+from adares.frontend import MelFrontend
+from adares.functional.merge import check_reduction
+from adares.importance import Importance
 from adares.precision import exact_float32
+from adares.units import format_ms
 
-__all__ = ["Compressor", "ValidationWarning", "export_bundle", "FORMAT", "FORMAT_VERSION"]
+__all__ = ["Compressor", "export_bundle", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "adares-compressor"
 FORMAT_VERSION = 1
@@ -45,49 +56,16 @@ _PRETRAINED = "pretrained"
 # Front-end settings that only change the log, not the linear mel power.
 _LOG_SETTINGS = ("log", "eps", "eps_mode", "amin")
 
-# Fine frames the estimator scores per call on long files; the margin makes blocks exact.
-BLOCK_FRAMES = 8192
-
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _seconds(samples: int, sr: int) -> Fraction:
-    return Fraction(samples, sr)
-
-
-def _ms(value: Fraction) -> str:
-    return f"{float(value) * 1000:g} ms"
-
-
-class _BundleImportance:
-    """The :class:`adares.extractor.Importance` view of a compressor (what the pipeline calls)."""
-
-    def __init__(self, compressor: Compressor) -> None:
-        self.compressor = compressor
-        self.name = compressor.name
-        self.sha256 = compressor.sha256
-
-    def __call__(self, samples: np.ndarray, power: Tensor, *, frontend) -> Tensor:
-        raw = self.compressor.raw_scores(samples, frontend=frontend, power=power)
-        if raw.shape[0] != power.shape[0]:
-            raise ModelError(
-                f"the estimator's analysis gave {raw.shape[0]} frames where the front end gave {power.shape[0]}"
-            )
-        return raw
-
-    def batch(self, waveform: Tensor, lengths: Tensor, power: Tensor, frames: Tensor, *, frontend) -> Tensor:
-        """Raw scores ``[B, T]`` of a zero-padded batch ``waveform [B, N]`` with ``lengths`` samples."""
-        self.compressor.check_settings(sr=frontend.sr, hop_samples=frontend.hop_samples, preset=frontend.preset)
-        raw, analysed = self.compressor.batch_scores(waveform, lengths, frontend=frontend, power=(power, frames))
-        if raw.shape[1] != power.shape[1] or bool((analysed.cpu() != frames.cpu()).any()):
-            raise ModelError("the estimator's analysis and the front end disagree on the frame count")
-        return raw
-
-
-class Compressor:
+class Compressor(Importance):
     """A trained importance estimator with its front end and model card.
+
+    It is an :class:`~adares.importance.Importance` (the extraction pipeline scores files with
+    it), and called on a waveform it gives merged features.
 
     Parameters
     ----------
@@ -117,13 +95,9 @@ class Compressor:
         reduction: float,
         card: dict[str, Any] | None = None,
     ) -> None:
-        from adares.frontend import MelFrontend
-
-        if not 0.0 <= float(reduction) < 1.0:
-            raise ParameterError(f"reduction must be in [0, 1), got {reduction}")
         self.estimator = estimator.eval()
         self.frontend_config = dict(MelFrontend.from_config(frontend).config())
-        self.reduction = float(reduction)
+        self.reduction = check_reduction(reduction)
         self._weights = self._serialise()
         self.sha256 = _sha256(self._weights)
         card = dict(card or {})
@@ -174,10 +148,8 @@ class Compressor:
         }
 
     def _serialise(self) -> bytes:
-        from safetensors.torch import save
-
         state = {name: tensor.detach().cpu().contiguous() for name, tensor in self.estimator.state_dict().items()}
-        return save(state, metadata={"format": FORMAT})
+        return save_tensors(state, metadata={"format": FORMAT})
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write the bundle (``weights.safetensors`` and ``config.json``) to the folder ``path``.
@@ -190,8 +162,6 @@ class Compressor:
         pathlib.Path
             The folder.
         """
-        from adares.atomic import atomic_open, atomic_write_text
-
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
         with atomic_open(folder / WEIGHTS_FILE, "wb") as handle:
@@ -252,9 +222,6 @@ class Compressor:
                 f"{where}/{weights_name}: sha256 {actual} does not match {expected} recorded in {CONFIG_FILE}; "
                 "the weights are corrupt or were modified, refusing to load them"
             )
-        from safetensors import SafetensorError
-        from safetensors.torch import load as load_tensors
-
         try:
             state = load_tensors(data)
         except (SafetensorError, ValueError, RuntimeError) as error:
@@ -323,9 +290,24 @@ class Compressor:
     def device(self) -> torch.device:
         return next(self.estimator.parameters()).device
 
-    def importance(self) -> _BundleImportance:
-        """The raw-score callable the extraction pipeline uses (``name``, ``sha256``, ``__call__``)."""
-        return _BundleImportance(self)
+    def score(self, samples: np.ndarray, power: Tensor, *, frontend: MelFrontend) -> Tensor:
+        """Raw scores ``[T]`` of one file (:meth:`raw_scores`, checked against the front end's frame count)."""
+        raw = self.raw_scores(samples, frontend=frontend, power=power)
+        if raw.shape[0] != power.shape[0]:
+            raise ModelError(
+                f"the estimator's analysis gave {raw.shape[0]} frames where the front end gave {power.shape[0]}"
+            )
+        return raw
+
+    def score_batch(
+        self, *, waveform: Tensor, lengths: Tensor, power: Tensor, frames: Tensor, frontend: MelFrontend
+    ) -> Tensor:
+        """Raw scores ``[B, T]`` of a zero-padded batch (:meth:`batch_scores`, checked against ``frames``)."""
+        self.check_settings(sr=frontend.sr, hop_samples=frontend.hop_samples, preset=frontend.preset)
+        raw, analysed = self.batch_scores(waveform, lengths, frontend=frontend, power=(power, frames))
+        if raw.shape[1] != power.shape[1] or bool((analysed.cpu() != frames.cpu()).any()):
+            raise ModelError("the estimator's analysis and the front end disagree on the frame count")
+        return raw
 
     def check_settings(
         self, *, sr: int, hop_samples: int, preset: str | None = None, reduction: float | None = None
@@ -347,12 +329,12 @@ class Compressor:
             )
         hops = validated.get("hop_samples", [])
         reference_sr = int(self.frontend_config["sr"])
-        hop = _seconds(hop_samples, sr)
-        valid_hops = [_seconds(h, reference_sr) for h in hops]
-        if valid_hops and hop not in valid_hops:
+        valid_hops = {Fraction(h, reference_sr): h for h in hops}
+        if valid_hops and Fraction(hop_samples, sr) not in valid_hops:
+            validated_hops = ", ".join(format_ms(h, sr=reference_sr) for h in valid_hops.values())
             messages.append(
-                f"hop {_ms(hop)} ({hop_samples} samples) is outside the hops compressor {self.name!r} was "
-                f"validated on ({', '.join(_ms(h) for h in valid_hops)}); its scores may be poor"
+                f"hop {format_ms(hop_samples, sr=sr)} ({hop_samples} samples) is outside the hops compressor "
+                f"{self.name!r} was validated on ({validated_hops}); its scores may be poor"
             )
         presets = validated.get("preset", [])
         if preset is not None and presets and preset not in presets:
@@ -376,8 +358,6 @@ class Compressor:
 
     def analysis_frontend(self, *, sr: int, hop_samples: int):
         """The estimator's own front end at the user's rate and hop (window scaled with the rate)."""
-        from adares.frontend import MelFrontend
-
         key = (sr, hop_samples, str(self.device))
         if key not in self._analysis:
             config = self.frontend_config
@@ -460,8 +440,6 @@ class Compressor:
         -------
         torch.Tensor [shape=(T,)], float32
         """
-        from adares.extractor import fine_power
-
         self.check_settings(sr=frontend.sr, hop_samples=frontend.hop_samples, preset=frontend.preset)
         waveform = samples.detach().cpu().numpy() if isinstance(samples, Tensor) else np.asarray(samples)
         waveform = np.ascontiguousarray(waveform, dtype=np.float32)
@@ -508,48 +486,6 @@ class Compressor:
             log_mel, frames = analysis(waveform.to(self.device), None if lengths is None else lengths.to(self.device))
         return self.estimate(log_mel.to(torch.float32), frames), frames
 
-    @torch.inference_mode()
-    def compress_power(
-        self,
-        power: Tensor,
-        waveform: Tensor,
-        *,
-        frontend,
-        lengths: Tensor | None = None,
-        reduction: float | None = None,
-    ):
-        """Batched merge of the user's linear mel power by the estimator's scores.
-
-        Parameters
-        ----------
-        power : torch.Tensor [shape=(B, T, F)]
-            Linear mel power from ``frontend`` (any ``F``).
-        waveform : torch.Tensor [shape=(B, N)]
-            The zero-padded audio it came from, at ``frontend.sr``.
-        frontend : adares.frontend.MelFrontend
-            The user's (centred) front end.
-        lengths : torch.Tensor [shape=(B,)], optional
-            Valid samples per item.
-        reduction : float, optional
-            ρ; default: the bundle's training reduction.
-
-        Returns
-        -------
-        adares.functional.merge.Compressed
-            ``power [B, R, F]`` merged, ``scores [B, T]``, ``lengths [B]`` output frames.
-        """
-        from adares.functional.merge import compress, output_lengths
-
-        rho = self.reduction if reduction is None else float(reduction)
-        self.check_settings(sr=frontend.sr, hop_samples=frontend.hop_samples, preset=frontend.preset, reduction=rho)
-        if not frontend.center:
-            raise ParameterError("compress_power needs a centred front end; use __call__ for Kaldi-style frames")
-        raw, frames = self.batch_scores(waveform, lengths, frontend=frontend)
-        if raw.shape[1] != power.shape[1]:
-            raise ParameterError(f"power has {power.shape[1]} frames, the waveform gives {raw.shape[1]}")
-        counts = output_lengths(frames, reduction=rho).to(power.device)
-        return compress(power, raw.to(power.device), out_frames=counts, lengths=frames.to(power.device))
-
     def __call__(self, waveform: np.ndarray | Tensor, sr: int, *, reduction: float | None = None, frontend=None):
         """Variable-resolution features of one waveform.
 
@@ -571,9 +507,6 @@ class Compressor:
             Merged log-mel ``[T', F]``, spans ``[T', 2]`` in samples, scores ``[T]`` and ``meta``
             (front-end settings, ``compressor`` name, ``compressor_sha256``, ``reduction``...).
         """
-        from adares.extractor import MergingExtractor
-        from adares.frontend import MelFrontend
-
         if isinstance(sr, bool) or not isinstance(sr, int) or sr <= 0:
             raise ParameterError(f"sr must be a positive integer, got {sr!r}")
         samples = waveform.detach().cpu().numpy() if isinstance(waveform, Tensor) else np.asarray(waveform)
@@ -585,18 +518,16 @@ class Compressor:
             frontend = MelFrontend.from_config(self.analysis_frontend(sr=sr, hop_samples=hop).config())
         elif frontend.sr != sr:
             raise ParameterError(f"the front end runs at {frontend.sr} Hz, the waveform is at {sr} Hz")
-        rho = self.reduction if reduction is None else float(reduction)
+        rho = self.reduction if reduction is None else check_reduction(reduction)
         self.check_settings(sr=sr, hop_samples=frontend.hop_samples, preset=frontend.preset, reduction=rho)
-        extractor = MergingExtractor(frontend.to(self.device), self.importance(), reduction=rho)
+        extractor = MergingExtractor(frontend.to(self.device), self, reduction=rho)
         return extractor(np.ascontiguousarray(samples, dtype=np.float32))
 
     def __repr__(self) -> str:
         return f"Compressor(name={self.name!r}, sha256={self.sha256[:12]}..., reduction={self.reduction:g})"
 
 
-def _build_estimator(architecture: Any, *, where: str):
-    from adares.diffres import ImportanceEstimator
-
+def _build_estimator(architecture: Any, *, where: str) -> ImportanceEstimator:
     try:
         if architecture.get("type") != "ImportanceEstimator":
             raise ModelError(f"{where}: unknown estimator type {architecture.get('type')!r}")
@@ -646,10 +577,6 @@ def export_bundle(
     Compressor
         The saved bundle, loaded.
     """
-    import copy
-
-    from adares.frontend import MelFrontend
-
     estimator = copy.deepcopy(getattr(diffres, "estimator", diffres)).cpu().eval()
     config = frontend if "hop_samples" in frontend else MelFrontend(**frontend).config()
     card = {

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from adares.errors import ParameterError
-from adares.functional.importance import spectral_flux
+from adares.functional import BLOCK_ELEMENTS
+from adares.functional.importance import FLUX_FLOOR
 from adares.functional.merge import (
     _keep_fraction,
     _resolve_lengths,
@@ -38,6 +39,7 @@ from adares.functional.merge import (
     normalize_scores,
     output_lengths,
 )
+from adares.importance import FluxImportance
 
 __all__ = [
     "DiffResOutput",
@@ -53,8 +55,6 @@ __all__ = [
 ]
 
 _EPS = 1e-12  # added to merged power before the log, as the reference does
-# Input elements ([B, frames, n_mels]) per window of the estimator in evaluation mode (16 MiB float32).
-_WINDOW_ELEMENTS = 1 << 22
 # Added to the input variance when the estimator standardises (a silent clip has variance 0).
 _STANDARDIZE_EPS = 1e-5
 
@@ -359,7 +359,7 @@ class ImportanceEstimator(nn.Module):
             statistics = None
         elif statistics is None:
             statistics = self.input_statistics(log_mel, lengths)
-        window = max(1, _WINDOW_ELEMENTS // (batch * self.n_mels))
+        window = max(1, BLOCK_ELEMENTS // (batch * self.n_mels))
         if self.training or frames <= window:
             logits = self._logits(log_mel, mask, statistics)
         else:
@@ -539,6 +539,9 @@ class DiffRes(_ScoreMerge):
 class FluxCompressor(_ScoreMerge):
     """Training-free DiffRes: positive spectral flux as importance, the same merge, no parameters.
 
+    The scores are those of :class:`adares.importance.FluxImportance`, the importance
+    ``--model flux`` extracts with.
+
     Parameters
     ----------
     n_mels : int
@@ -548,13 +551,14 @@ class FluxCompressor(_ScoreMerge):
         Added to the normalised flux (see :func:`adares.functional.importance.spectral_flux`).
     """
 
-    def __init__(self, n_mels: int, *, reduction: float = 0.5, eps: float = _EPS, floor: float = 0.05) -> None:
+    def __init__(self, n_mels: int, *, reduction: float = 0.5, eps: float = _EPS, floor: float = FLUX_FLOOR) -> None:
         super().__init__(n_mels, reduction=reduction, eps=eps)
-        self.floor = float(floor)
+        self.importance = FluxImportance(floor=floor)
+        self.floor = self.importance.floor
 
     def raw_scores(self, log_mel: Tensor, lengths: Tensor) -> Tensor:
         """Spectral-flux raw scores ``[B, T]``."""
-        return spectral_flux(log_mel.detach(), lengths, floor=self.floor)
+        return self.importance.of_log_mel(log_mel.detach(), lengths)
 
     def forward(
         self, log_mel: Tensor, lengths: Tensor | None = None, *, reduction: float | None = None

@@ -1,16 +1,16 @@
 """What turns one decoded waveform into :class:`~adares.features.Features`.
 
 An extractor couples the user's front end (the features they asked for) with an optional
-compressor (which frames to merge). ``model="none"`` keeps the fine frames; any other model is
-resolved to a compressor whose importance scores merge the user's linear mel power before the log.
+:class:`~adares.importance.Importance` (which frames to merge). :class:`FineMelExtractor` keeps
+the fine frames (``--model none``); :class:`MergingExtractor` merges the user's linear mel power by
+the importance's scores before the log. :func:`adares.registry.resolve_extractor` builds the one a
+model name asks for.
 
 The corpus pipeline builds one extractor per worker process and reuses it for every file.
 """
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -20,17 +20,18 @@ from adares import __version__
 from adares.errors import ParameterError
 from adares.features import Features, uniform_spans
 from adares.frontend import MelFrontend
-from adares.functional.importance import spectral_flux
 from adares.functional.merge import compress, output_lengths
 from adares.functional.merge import spans as merge_spans
+from adares.importance import Importance
 
 __all__ = [
     "Extractor",
     "FineMelExtractor",
     "MergingExtractor",
-    "FluxImportance",
-    "resolve_extractor",
-    "file_sha256",
+    "BLOCK_FRAMES",
+    "batch_power",
+    "feature_meta",
+    "fine_power",
     "resolve_device",
 ]
 
@@ -41,8 +42,11 @@ class Extractor(Protocol):
     frontend: MelFrontend
     name: str
     sha256: str | None
+    batches: bool
 
     def __call__(self, samples: np.ndarray, *, meta: dict[str, Any] | None = None) -> Features: ...
+
+    def batch(self, items: list[np.ndarray], *, metas: list[dict[str, Any] | None]) -> list[Features]: ...
 
 
 def resolve_device(device: str) -> torch.device:
@@ -62,7 +66,12 @@ class _Batching:
     """``batch()`` for extractors: one padded call for several short files when :attr:`batches`
     allows it, otherwise one call per file (the result is the same either way, tested)."""
 
-    batches: bool
+    frontend: MelFrontend
+
+    @property
+    def batches(self) -> bool:
+        """Whether :meth:`batch` applies (centred frames; Kaldi-style files go one by one)."""
+        return self.frontend.center
 
     @torch.inference_mode()
     def batch(self, items: list[np.ndarray], *, metas: list[dict[str, Any] | None]) -> list[Features]:
@@ -97,11 +106,6 @@ class FineMelExtractor(_Batching):
 
     def __init__(self, frontend: MelFrontend) -> None:
         self.frontend = frontend
-
-    @property
-    def batches(self) -> bool:
-        """Whether :meth:`batch` applies (centred frames; Kaldi-style files go one by one)."""
-        return self.frontend.center
 
     @torch.inference_mode()
     def __call__(self, samples: np.ndarray, *, meta: dict[str, Any] | None = None) -> Features:
@@ -237,31 +241,6 @@ def feature_meta(extractor: Extractor, *, num_samples: int, extra: dict[str, Any
     return meta
 
 
-class Importance(Protocol):
-    """Raw importance of the fine frames of one file, in (0, 1]."""
-
-    name: str
-    sha256: str | None
-
-    def __call__(self, samples: np.ndarray, power: torch.Tensor, *, frontend: MelFrontend) -> torch.Tensor: ...
-
-
-class FluxImportance:
-    """The training-free baseline: positive spectral flux of the natural-log mel (``--model flux``)."""
-
-    name = "flux"
-    sha256: str | None = None
-
-    def __call__(self, samples: np.ndarray, power: torch.Tensor, *, frontend: MelFrontend) -> torch.Tensor:
-        return spectral_flux(torch.log(power + 1e-6)[None])[0]
-
-    def batch(
-        self, waveform: torch.Tensor, lengths: torch.Tensor, power: torch.Tensor, frames: torch.Tensor, *, frontend
-    ) -> torch.Tensor:
-        """Raw scores ``[B, T]`` of a padded batch (``power [B, T, F]`` with ``frames`` valid)."""
-        return spectral_flux(torch.log(power + 1e-6), frames)
-
-
 class MergingExtractor(_Batching):
     """Fine mel power merged by importance scores, then the log: variable-resolution features.
 
@@ -273,7 +252,7 @@ class MergingExtractor(_Batching):
     ----------
     frontend : MelFrontend
         The user's front end (defines the merged features).
-    importance : Importance
+    importance : adares.importance.Importance
         Raw scores per fine frame.
     reduction : float
         Fraction of frames merged away: T' = round((1 - reduction) T), at least 1.
@@ -290,7 +269,7 @@ class MergingExtractor(_Batching):
     def __call__(self, samples: np.ndarray, *, meta: dict[str, Any] | None = None) -> Features:
         """Compute merged features of ``samples`` [N] (float32 at ``frontend.sr``)."""
         power = fine_power(self.frontend, samples)
-        raw = self.importance(samples, power, frontend=self.frontend).to(power.device, torch.float32)
+        raw = self.importance.score(samples, power, frontend=self.frontend).to(power.device, torch.float32)
         frames = power.shape[0]
         out_frames = output_lengths(torch.tensor([frames]), reduction=self.reduction).to(power.device)
         merged = compress(power[None], raw[None], out_frames=out_frames)
@@ -309,14 +288,11 @@ class MergingExtractor(_Batching):
             meta=feature_meta(self, num_samples=len(samples), extra=meta),
         )
 
-    @property
-    def batches(self) -> bool:
-        """Whether :meth:`batch` applies: a centred front end and an importance that batches."""
-        return self.frontend.center and hasattr(self.importance, "batch")
-
     def _batch(self, items: list[np.ndarray], metas: list[dict[str, Any] | None]) -> list[Features]:
         power, frames, waveform, lengths = batch_power(self.frontend, items)
-        raw = self.importance.batch(waveform, lengths, power, frames, frontend=self.frontend)
+        raw = self.importance.score_batch(
+            waveform=waveform, lengths=lengths, power=power, frames=frames, frontend=self.frontend
+        )
         out_frames = output_lengths(frames, reduction=self.reduction).to(power.device)
         merged = compress(power, raw.to(power.device, torch.float32), out_frames=out_frames, lengths=frames)
         ranges = (
@@ -344,38 +320,3 @@ class MergingExtractor(_Batching):
                 )
             )
         return features
-
-
-def resolve_extractor(
-    model: str, *, frontend: MelFrontend, reduction: float = 0.5, device: str | torch.device = "cpu"
-) -> Extractor:
-    """Build the extractor for ``model``: ``"none"``, ``"flux"``, a pretrained name or a bundle path.
-
-    Raises
-    ------
-    ParameterError
-        If the reduction is outside [0, 1).
-    ModelError
-        If the model cannot be found or loaded.
-    """
-    torch_device = resolve_device(device) if isinstance(device, str) else device
-    frontend = frontend.to(torch_device)
-    if model == "none":
-        return FineMelExtractor(frontend)
-    if not 0.0 <= reduction < 1.0:
-        raise ParameterError(f"reduction must be in [0, 1), got {reduction}")
-    if model == "flux":
-        return MergingExtractor(frontend, FluxImportance(), reduction=reduction)
-    from adares.compressor import Compressor
-
-    compressor = Compressor.from_pretrained(model) if Compressor.is_pretrained_name(model) else Compressor.load(model)
-    return MergingExtractor(frontend, compressor.to(torch_device).importance(), reduction=reduction)
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

@@ -79,7 +79,7 @@ class ExtractConfig:
 
     def build_extractor(self):  # noqa: ANN201 - Extractor protocol, imported lazily
         """Construct the front end and compressor (in the worker that will use them)."""
-        from adares.extractor import resolve_extractor
+        from adares.registry import resolve_extractor
         from adares.frontend import MelFrontend
 
         frontend = MelFrontend(**self.frontend)

@@ -12,7 +12,7 @@ from fractions import Fraction
 
 from adares.errors import ParameterError
 
-__all__ = ["Duration", "to_samples", "num_frames", "format_samples"]
+__all__ = ["Duration", "to_samples", "num_frames", "format_samples", "format_ms"]
 
 Duration = str | int
 """A duration as users write it: ``"5ms"``, ``"2.5ms"``, ``"0.005s"``, ``"80"`` or ``80`` (samples)."""
@@ -83,20 +83,21 @@ def to_samples(value: Duration, *, sr: int, name: str = "duration") -> int:
 
 def _not_whole_message(value: Duration, samples: Fraction, *, sr: int, name: str) -> str:
     low, high = max(1, int(samples)), int(samples) + 1
-    options = " or ".join(f"{n} samples ({_ms(n, sr)})" for n in sorted({low, high}))
+    options = " or ".join(format_samples(n, sr=sr) for n in sorted({low, high}))
     rates = [r for r in (8000, 16000, 22050, 24000, 32000, 44100, 48000) if r != sr]
     fitting = [r for r in rates if (samples / sr * r).denominator == 1]
     hint = f"; or use a rate where it is whole, e.g. --sr {fitting[0]}" if fitting else ""
     return f"{name} {value!r} is {float(samples):g} samples at {sr} Hz, not a whole number; use {options}{hint}"
 
 
-def _ms(samples: int, sr: int) -> str:
-    return f"{1000 * samples / sr:.4g} ms"
+def format_ms(samples: int, *, sr: int) -> str:
+    """A sample count as milliseconds for people, e.g. ``"5 ms"`` (80 at 16 kHz), ``"2.5 ms"``."""
+    return f"{float(Fraction(samples, sr) * 1000):.4g} ms"
 
 
 def format_samples(samples: int, *, sr: int) -> str:
     """Describe a sample count for people, e.g. ``"80 samples (5 ms)"``."""
-    return f"{samples} samples ({_ms(samples, sr)})"
+    return f"{samples} samples ({format_ms(samples, sr=sr)})"
 
 
 def num_frames(num_samples: int, *, hop_samples: int, center: bool = True, win_samples: int = 0) -> int:

@@ -22,7 +22,7 @@ import os
 import sys
 from multiprocessing import forkserver
 
-import adares.extractor  # noqa: F401 - preloaded for the workers
+import adares.registry  # noqa: F401 - preloaded for the workers
 import adares.pipeline  # noqa: F401 - preloaded for the workers
 
 __all__ = ["imported_by_fork_server"]

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from adares.diffres import DiffRes
-from adares.extractor import resolve_extractor
+from adares.registry import resolve_extractor
 from adares.frontend import MelFrontend
 from adares.precision import exact_float32
 

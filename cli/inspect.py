@@ -8,7 +8,8 @@ import click
 import numpy as np
 
 from adares.audio import load
-from adares.extractor import fine_power, resolve_extractor
+from adares.extractor import fine_power
+from adares.registry import resolve_extractor
 from adares.features import Features, load_features
 from adares.frontend import MelFrontend
 

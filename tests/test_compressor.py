@@ -11,9 +11,10 @@ import pytest
 import torch
 
 from adares import compressor as compressor_module
-from adares.compressor import Compressor, ValidationWarning, export_bundle
+from adares.compressor import Compressor, export_bundle
 from adares.diffres import DiffRes, ImportanceEstimator
-from adares.errors import ModelError, ParameterError
+from adares.errors import ModelError, ParameterError, ValidationWarning
+from adares.extractor import MergingExtractor
 from adares.frontend import MelFrontend
 from adares.functional.merge import compress, output_lengths
 
@@ -197,21 +198,16 @@ def test_merge_applies_to_any_user_front_end(tmp_path):
     assert features.meta["n_mels"] == 40
 
 
-def test_compress_power_batch_matches_single_calls(tmp_path):
+def test_a_batch_scored_by_a_bundle_matches_single_calls(tmp_path):
     bundle = _bundle(tmp_path)
     user = MelFrontend(sr=SR, hop="5ms", n_mels=24)
     clips = [_waveform(0.6, seed=1), _waveform(0.35, seed=2)]
-    lengths = torch.tensor([len(c) for c in clips])
-    batch = torch.zeros(2, int(lengths.max()))
-    for item, clip in enumerate(clips):
-        batch[item, : len(clip)] = torch.from_numpy(clip)
-    power, _ = user.power(batch, lengths)
-    merged = bundle.compress_power(power, batch, frontend=user, lengths=lengths, reduction=0.75)
-    for item, clip in enumerate(clips):
+    merged = MergingExtractor(user, bundle, reduction=0.75).batch(clips, metas=[None, None])
+    for clip, features in zip(clips, merged, strict=True):
         alone = bundle(clip, SR, frontend=user, reduction=0.75)
-        count = int(merged.lengths[item])
-        assert count == alone.mel.shape[0]
-        np.testing.assert_allclose(user.compress(merged.power[item, :count]).numpy(), alone.mel, rtol=1e-4, atol=1e-4)
+        assert features.num_frames == alone.num_frames
+        np.testing.assert_allclose(features.mel, alone.mel, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(features.scores, alone.scores, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("standardize", [False, True])
@@ -364,7 +360,6 @@ def test_models_command_lists_the_shipped_default():
 
 
 def test_the_users_power_is_reused_when_the_analysis_would_compute_the_same(tmp_path, monkeypatch):
-    from adares import extractor as extractor_module
     from adares.extractor import batch_power, fine_power
 
     bundle = _bundle(tmp_path)
@@ -380,7 +375,7 @@ def test_the_users_power_is_reused_when_the_analysis_would_compute_the_same(tmp_
         raise AssertionError("the analysis recomputed a power spectrogram it was given")
 
     with monkeypatch.context() as patch:
-        patch.setattr(extractor_module, "fine_power", no_second_stft)
+        patch.setattr(compressor_module, "fine_power", no_second_stft)
         patch.setattr(analysis, "forward", no_second_stft)
         one = bundle.raw_scores(clips[0], frontend=same, power=fine_power(same, clips[0]))
         batch, counted = bundle.batch_scores(waveform, lengths, frontend=same, power=(power, frames))

@@ -129,7 +129,7 @@ def test_estimator_windows_in_evaluation_are_exact(monkeypatch):
     lengths = torch.tensor([300, 137])
     with torch.no_grad():
         whole = estimator(x, lengths)
-        monkeypatch.setattr(diffres, "_WINDOW_ELEMENTS", 2 * 32 * 25)  # windows of 25 frames
+        monkeypatch.setattr(diffres, "BLOCK_ELEMENTS", 2 * 32 * 25)  # windows of 25 frames
         torch.testing.assert_close(estimator(x, lengths), whole, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(estimator(x[:1]), whole[:1], rtol=1e-4, atol=1e-5)
         # the halo is needed: one frame less of context changes the scores near window edges
@@ -188,7 +188,7 @@ def test_standardising_estimator_input_statistics_and_pieces(monkeypatch):
     with torch.no_grad():
         whole = estimator(x, lengths)
         # windows in evaluation use the statistics of the whole input
-        monkeypatch.setattr(diffres, "_WINDOW_ELEMENTS", 2 * 32 * 25)
+        monkeypatch.setattr(diffres, "BLOCK_ELEMENTS", 2 * 32 * 25)
         torch.testing.assert_close(estimator(x, lengths), whole, rtol=1e-5, atol=1e-6)
         # a piece scored with the whole's statistics equals the whole inside the piece's interior
         stats = estimator.input_statistics(x[:1])
@@ -501,5 +501,5 @@ def test_spectral_flux_blocks_equal_one_pass(monkeypatch):
     x = _log_mel(2, 90, 5)
     lengths = torch.tensor([90, 41])
     whole = spectral_flux(x, lengths)
-    monkeypatch.setattr(importance, "_BLOCK_ELEMENTS", 2 * 5 * 7)  # 7 frames per block
+    monkeypatch.setattr(importance, "BLOCK_ELEMENTS", 2 * 5 * 7)  # 7 frames per block
     torch.testing.assert_close(spectral_flux(x, lengths), whole)

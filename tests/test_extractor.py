@@ -5,9 +5,10 @@ import pytest
 import torch
 
 from adares.errors import ParameterError
-from adares.extractor import fine_power, resolve_device, resolve_extractor
+from adares.extractor import fine_power, resolve_device
 from adares.features import uniform_spans
 from adares.frontend import MelFrontend
+from adares.registry import resolve_extractor
 
 from .conftest import synth
 
@@ -75,7 +76,7 @@ def test_bad_settings():
 
 @pytest.mark.parametrize("model", ["none", "flux", "default"])
 @pytest.mark.parametrize("settings", [{}, {"n_mels": 40, "hop": "10ms"}, {"preset": "kaldi"}])
-@pytest.mark.filterwarnings("ignore::adares.compressor.ValidationWarning")
+@pytest.mark.filterwarnings("ignore::adares.errors.ValidationWarning")
 def test_a_batch_of_files_equals_each_file_alone(model, settings):
     frontend = MelFrontend(**settings)
     extractor = resolve_extractor(model, frontend=frontend, reduction=0.75)

@@ -292,7 +292,7 @@ def test_blockwise_scatter_equals_one_block(monkeypatch):
         resolution_encoding(scores, outs, 5, lengths),
         diffres_planes(x, scores, outs, lengths),
     ]
-    monkeypatch.setattr(merge, "_BLOCK_ELEMENTS", 7 * 2 * 2 * 5)  # 7 frames per block
+    monkeypatch.setattr(merge, "BLOCK_ELEMENTS", 7 * 2 * 2 * 5)  # 7 frames per block
     blocked = [
         merge_average(x.exp(), scores, outs, lengths),
         merge_max(x.exp(), scores, outs, lengths),

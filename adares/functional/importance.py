@@ -11,13 +11,15 @@ import torch
 from torch import Tensor
 
 from adares.errors import ParameterError
+from adares.functional import BLOCK_ELEMENTS
 
-__all__ = ["spectral_flux"]
+__all__ = ["spectral_flux", "FLUX_FLOOR"]
 
-_BLOCK_ELEMENTS = 1 << 22  # elements of log_mel per block of frame differences (16 MiB float32)
+FLUX_FLOOR = 0.05
+"""Share every frame keeps in :func:`spectral_flux`, so steady frames stay mergeable rather than invisible."""
 
 
-def spectral_flux(log_mel: Tensor, lengths: Tensor | None = None, *, floor: float = 0.05) -> Tensor:
+def spectral_flux(log_mel: Tensor, lengths: Tensor | None = None, *, floor: float = FLUX_FLOOR) -> Tensor:
     """Raw importance from the positive spectral flux of a log-mel, in ``(0, 1]``.
 
     Per frame ``t``: the mean over mel bins of ``max(0, x_t - x_{t-1})`` (0 for frame 0),
@@ -63,7 +65,7 @@ def spectral_flux(log_mel: Tensor, lengths: Tensor | None = None, *, floor: floa
     mask = torch.arange(frames, device=log_mel.device)[None, :] < lengths[:, None]
     flux = log_mel.new_zeros(batch, frames)
     # Blocks of frames: the frame differences of an hour-long input would be another [T, F] copy.
-    block = max(1, _BLOCK_ELEMENTS // max(1, batch * log_mel.shape[2]))
+    block = max(1, BLOCK_ELEMENTS // max(1, batch * log_mel.shape[2]))
     with torch.no_grad():
         for t0 in range(1, frames, block):
             t1 = min(frames, t0 + block)

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from adares.errors import ParameterError
+from adares.functional import BLOCK_ELEMENTS
 
 __all__ = [
     "output_lengths",
@@ -48,10 +49,9 @@ __all__ = [
     "spans",
     "compress",
     "Compressed",
+    "check_reduction",
 ]
 
-# Elements of one block's scatter source ([B, frames, 2, F]); 2**22 float32 elements are 16 MiB.
-_BLOCK_ELEMENTS = 1 << 22
 # Raw scores below this are raised to it, so an item whose scores all underflow still normalises.
 _RAW_FLOOR = 1e-12
 # Slack allowed on score bounds checked at the boundary (scores are >= 0 and <= 1).
@@ -173,6 +173,20 @@ def output_lengths(lengths: Tensor | int, *, reduction: float) -> Tensor:
         raise ParameterError(f"lengths must be non-negative, got {counts.tolist()}")
     rounded = torch.div(2 * keep.numerator * counts + keep.denominator, 2 * keep.denominator, rounding_mode="floor")
     return torch.minimum(rounded.clamp_min(1), counts.clamp_min(1))
+
+
+def check_reduction(reduction: float) -> float:
+    """``reduction`` as a float, checked: a number in ``[0, 1)``, the fraction of fine frames removed.
+
+    The one range every part of adares accepts (0 keeps every frame).
+
+    Raises
+    ------
+    ParameterError
+        If it is not a finite number in ``[0, 1)``.
+    """
+    _keep_fraction(reduction)
+    return float(reduction)
 
 
 def _keep_fraction(reduction: float) -> Fraction:
@@ -306,7 +320,7 @@ def overlap_weights(scores: Tensor, out_frames: int | Tensor, lengths: Tensor | 
 
 
 def _block_frames(batch: int, features: int) -> int:
-    return max(1, _BLOCK_ELEMENTS // max(1, 2 * batch * features))
+    return max(1, BLOCK_ELEMENTS // max(1, 2 * batch * features))
 
 
 def _scatter(
