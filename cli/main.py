@@ -1,7 +1,8 @@
 """The ``adares`` command: a thin shell over the library.
 
 Each subcommand parses options, calls one library function, and turns the outcome into output and
-an exit status: 0 success, 1 some inputs failed (the rest done), 2 bad usage.
+an exit status: 0 success, 1 some inputs failed (the rest done) or an input could not be read,
+2 bad usage (an invalid setting or model).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import sys
 import click
 
 from adares import __version__
-from adares.errors import AdaresError
+from adares.errors import AdaresError, ModelError, ParameterError
 
 # Subcommands are imported when used: `adares extract` must not pay for importing torch in the
 # client (its workers import it, in parallel), while `adares train` and `adares inspect` need it.
@@ -27,7 +28,8 @@ _COMMANDS = {
 class _Group(click.Group):
     """Subcommands loaded on demand; library errors reported as one clear line, not a traceback.
 
-    Bad settings (``ParameterError``, ``ModelError``) are usage errors: exit 2.
+    Bad settings (``ParameterError``, ``ModelError``) are usage errors: exit 2. Any other
+    ``AdaresError`` (an unreadable audio or feature file) exits 1, like a run whose inputs failed.
     """
 
     def list_commands(self, ctx: click.Context) -> list[str]:
@@ -44,7 +46,12 @@ class _Group(click.Group):
             return super().invoke(ctx)
         except AdaresError as error:
             click.echo(f"Error: {error}", err=True)
-            sys.exit(2)
+            sys.exit(exit_status(error))
+
+
+def exit_status(error: AdaresError) -> int:
+    """2 for a usage error (an invalid setting or model), 1 for anything else adares reports."""
+    return 2 if isinstance(error, (ParameterError, ModelError)) else 1
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "show_default": True})

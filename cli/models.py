@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-from fractions import Fraction
 from pathlib import Path
 
 import click
 
-
-def _hop_ms(samples: int, sr: int) -> str:
-    return f"{float(Fraction(samples, sr) * 1000):g} ms"
+from adares.compressor import Compressor
+from adares.units import format_ms
 
 
 def _summary(card: dict) -> list[str]:
@@ -26,14 +24,14 @@ def _summary(card: dict) -> list[str]:
     if card.get("description"):
         lines.append(f"  {card['description']}")
     lines += [
-        f"  front end   : {frontend.get('preset')} {sr} Hz, hop {_hop_ms(frontend.get('hop_samples', 0), sr)}, "
+        f"  front end   : {frontend.get('preset')} {sr} Hz, hop {format_ms(frontend.get('hop_samples', 0), sr=sr)}, "
         f"window {frontend.get('win_samples')} samples, {frontend.get('n_mels')} mels",
         f"  estimator   : {estimator.get('type')} channels {estimator.get('channels')}, kernel "
         f"{estimator.get('kernel_size')}, receptive field {estimator.get('receptive_field_frames')} frames",
         f"  trained at  : reduction {card.get('reduction')}",
     ]
     if validated:
-        hops = ", ".join(_hop_ms(h, sr) for h in validated.get("hop_samples", []))
+        hops = ", ".join(format_ms(h, sr=sr) for h in validated.get("hop_samples", []))
         lines.append(
             f"  validated   : sr {validated.get('sr')}, hops {hops}, reductions {validated.get('reduction')}, "
             f"presets {validated.get('preset')}"
@@ -71,8 +69,6 @@ def _reductions(value: object) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="Print the full model card(s) as JSON.")
 def models_command(name: str | None, as_json: bool) -> None:
     """List the compressor bundles adares ships, or show the model card of NAME (a name or a folder)."""
-    from adares.compressor import Compressor
-
     if name is None:
         names = Compressor.available()
         if not names:
