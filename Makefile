@@ -26,8 +26,10 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# ruff's lint rules and its formatter's layout (pyproject.toml); CI runs both before the tests.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check adares cli tests benchmarks
+	$(VENV)/bin/ruff format --check adares cli tests benchmarks
 
 clean:
 	rm -rf demo-out .pytest_cache .hypothesis
