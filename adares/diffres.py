@@ -372,7 +372,7 @@ class ImportanceEstimator(nn.Module):
         x = log_mel
         if statistics is not None:
             mean, inverse_std = statistics
-            x = (x - mean) * inverse_std  # time-major, contiguous: several times faster than transposed
+            x = (x - mean) * inverse_std  # on the contiguous time-major layout, before the transpose
         # channels-first for the convolutions, laid out once here rather than by the first one
         x = x.transpose(1, 2).contiguous()
         for block in self.blocks:

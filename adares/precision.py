@@ -1,7 +1,7 @@
 """Full float32 on CUDA where features are extracted.
 
 PyTorch lets cuDNN run float32 convolutions in TF32 by default (10-bit mantissa), which moves a
-trained estimator's scores by ~1e-4 on a GPU and with them the merge boundaries: extraction on
+trained estimator's scores on a GPU, and with them the merge boundaries: extraction on
 CUDA would then write other features than on the CPU. Extraction runs its estimator inside
 :func:`exact_float32`; training keeps whatever the user's program set (TF32 is a fine trade there).
 """
