@@ -8,12 +8,19 @@ Files are read in blocks and resampled as a stream, so a long file at 48 kHz nev
 at its original rate: peak memory is the output plus one block.
 
 Every failure — a missing file, an empty file, a truncated one, something that is not audio, a file
-with no samples or with non-finite samples — raises :class:`~adares.errors.AudioDecodeError` with the
-path and the reason in one line, ready for a failure report.
+with no samples, with non-finite samples or with samples out of range — raises
+:class:`~adares.errors.AudioDecodeError` with the path and the reason in one line, ready for a failure
+report.
+
+Float files may hold any float32 value. Audio belongs in [-1, 1], but float files written at an
+integer PCM scale (up to 2^31) are common enough to accept: every computation after decoding stays
+finite and exact to float rounding there. Beyond :data:`MAX_ABS_SAMPLE` a sample is corruption (one
+flipped exponent bit in float data gives values near 1e37), and float32 mel power would overflow.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 from dataclasses import dataclass
@@ -25,9 +32,34 @@ import soundfile as sf
 from adares.errors import AudioDecodeError, ParameterError
 from adares.extensions import AUDIO_EXTENSIONS
 
-__all__ = ["AudioInfo", "info", "load", "AUDIO_EXTENSIONS"]
+__all__ = ["AudioInfo", "info", "load", "AUDIO_EXTENSIONS", "MAX_ABS_SAMPLE", "out_of_range_reason"]
 
 _BLOCK_FRAMES = 1 << 18  # 262,144 frames: 5.5 s at 48 kHz, a few MB per block
+
+MAX_ABS_SAMPLE = 2.0**31
+"""Largest sample magnitude adares accepts: the 32-bit PCM scale, the largest integer scale a float
+file is written at. Up to it, the mel power of any front end stays far below float32's limit (3.4e38)."""
+
+
+def out_of_range_reason(peak: float, *, from_seconds: float | None = None) -> str:
+    """The one-line reason for samples beyond :data:`MAX_ABS_SAMPLE` (shared with the front end).
+
+    Parameters
+    ----------
+    peak : float
+        The largest sample magnitude seen.
+    from_seconds : float, optional
+        Where the first such sample is, when known.
+
+    Returns
+    -------
+    str
+    """
+    where = "" if from_seconds is None else f" from {from_seconds:.3f} s"
+    return (
+        f"samples out of range{where}: max |x| = {peak:.2g}; float audio is expected in [-1, 1] "
+        "(at most 2^31 is accepted)"
+    )
 
 
 @dataclass(frozen=True)
@@ -127,7 +159,8 @@ def load(
     ------
     AudioDecodeError
         If the file cannot be decoded: missing, empty, not audio, truncated, no samples, non-finite
-        samples, or ``channel`` out of range for this file. The message names the path and reason.
+        samples, samples beyond :data:`MAX_ABS_SAMPLE` in magnitude, or ``channel`` out of range
+        for this file. The message names the path and reason.
     ParameterError
         If ``sr`` or ``channel`` is not a valid value at all.
 
@@ -178,7 +211,7 @@ def _decode(
             ) from None
         last = len(block) < _BLOCK_FRAMES
         if len(block):
-            _check_finite(block, path=path, offset_frames=frames_read, sr=file_sr)
+            _check_samples(block, path=path, offset_frames=frames_read, sr=file_sr)
             frames_read += len(block)
             if channel is not None:
                 block = block[:, channel : channel + 1]
@@ -235,11 +268,16 @@ def _check_file(path: str | os.PathLike[str]) -> None:
         raise AudioDecodeError(path, "permission denied")
 
 
-def _check_finite(block: np.ndarray, *, path: str | os.PathLike[str], offset_frames: int, sr: int) -> None:
-    finite = np.isfinite(block)
-    if not finite.all():
-        first = offset_frames + int(np.argmin(finite.all(axis=1)))
+def _check_samples(block: np.ndarray, *, path: str | os.PathLike[str], offset_frames: int, sr: int) -> None:
+    """Refuse NaN, Inf and samples beyond :data:`MAX_ABS_SAMPLE`; a good block costs a min and a max."""
+    low, high = float(block.min()), float(block.max())  # NaN propagates into both
+    if not (math.isfinite(low) and math.isfinite(high)):
+        first = offset_frames + int(np.argmin(np.isfinite(block).all(axis=1)))
         raise AudioDecodeError(path, f"non-finite samples (NaN or Inf) from {first / sr:.3f} s")
+    peak = max(-low, high)
+    if peak > MAX_ABS_SAMPLE:
+        first = offset_frames + int(np.argmax((np.abs(block) > MAX_ABS_SAMPLE).any(axis=1)))
+        raise AudioDecodeError(path, out_of_range_reason(peak, from_seconds=first / sr))
 
 
 def _check_wav_truncation(path: str | os.PathLike[str], *, file_sr: int) -> None:

@@ -24,7 +24,7 @@ from adares.errors import FeatureFileError, ParameterError
 # Feature files up to this size (mel bytes) are assembled in memory before the one write.
 _BUFFERED_BYTES = 16 << 20
 
-__all__ = ["Features", "load_features", "uniform_spans"]
+__all__ = ["Features", "load_features", "uniform_spans", "require_finite"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -148,7 +148,14 @@ class Features:
         return self.mel[np.clip(index, 0, self.num_frames - 1)]
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the features to ``path`` as ``.npz``, atomically (temporary name, then rename)."""
+        """Write the features to ``path`` as ``.npz``, atomically (temporary name, then rename).
+
+        Raises
+        ------
+        ParameterError
+            If ``mel`` or ``scores`` hold NaN or Inf (see :func:`require_finite`); nothing is written.
+        """
+        require_finite(self)
         arrays: dict[str, np.ndarray] = {"mel": self.mel, "spans": self.spans}
         if self.scores is not None:
             arrays["scores"] = self.scores
@@ -169,6 +176,38 @@ class Features:
             f"Features(frames={self.num_frames}, mels={self.num_mels}, duration={self.duration:.3f} s, "
             f"scores={'yes' if self.scores is not None else 'no'}, "
             f"compressor={self.meta.get('compressor', 'none')!r})"
+        )
+
+
+def require_finite(features: Features) -> None:
+    """Refuse features that hold NaN or Inf: the last check before any write, whatever made them.
+
+    Parameters
+    ----------
+    features : Features
+
+    Raises
+    ------
+    ParameterError
+        Naming the source (``meta["source"]``), the array, how many values are non-finite and the
+        first frame that holds one.
+    """
+    for name, values in (("mel", features.mel), ("scores", features.scores)):
+        if values is None:
+            continue
+        # A sum is cheap and any NaN or Inf makes it non-finite; the exact test runs only then.
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(values.sum()):
+                continue
+        bad = ~np.isfinite(values)
+        if not bad.any():
+            continue  # finite values whose sum overflowed
+        first = int(np.argmax(bad.reshape(len(values), -1).any(axis=1)))
+        source = features.meta.get("source")
+        where = f" of {source}" if source else ""
+        raise ParameterError(
+            f"features{where} hold non-finite values: {int(bad.sum())} NaN or Inf of {values.size} in {name}, "
+            f"first at frame {first}; refusing to write them"
         )
 
 

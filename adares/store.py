@@ -18,7 +18,7 @@ import numpy as np
 
 from adares.atomic import atomic_open, atomic_write_text
 from adares.errors import ParameterError
-from adares.features import Features
+from adares.features import Features, require_finite
 
 __all__ = [
     "FORMATS",
@@ -68,8 +68,10 @@ def write_features(features: Features, path: str | os.PathLike[str], *, format: 
     """Write features atomically as ``.npz`` (default) or HDF5 (needs ``h5py``).
 
     The HDF5 layout mirrors the npz: datasets ``mel``, ``spans``, ``scores`` (when present) and
-    the ``meta`` JSON string as a file attribute.
+    the ``meta`` JSON string as a file attribute. Features holding NaN or Inf are refused
+    (:func:`~adares.features.require_finite`), so no such file is ever written.
     """
+    require_finite(features)
     _suffix(format)
     if format == "npz":
         features.save(path)

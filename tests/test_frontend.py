@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import adares
+from adares.audio import MAX_ABS_SAMPLE
 from adares.errors import ParameterError
 from adares.frontend import MelFrontend
 
@@ -356,8 +357,34 @@ def test_module_follows_to():
     assert "window" not in fe.state_dict() and "fbank" not in fe.state_dict()
 
 
-def test_huge_but_finite_samples_are_accepted():
-    # the cheap finiteness test sums the signal; a sum that overflows must not count as NaN/inf
-    y = torch.full((1000,), 3e38)
-    features, frames = MelFrontend(log="none")(y)
-    assert frames.tolist() == [MelFrontend().num_frames(1000)]
+@pytest.mark.parametrize("scale", [1e24, 3e38, -1e30])
+def test_samples_beyond_the_limit_are_refused_by_name(scale):
+    # float32 power would overflow to inf, and its log to inf or NaN
+    y = torch.zeros(2000)
+    y[700] = scale
+    with pytest.raises(ParameterError, match=r"samples out of range: max \|x\| = .*expected in \[-1, 1\]"):
+        MelFrontend()(y)
+
+
+@pytest.mark.parametrize("preset", ["librosa", "torchaudio", "kaldi"])
+@pytest.mark.parametrize("log", ["ln", "db"])
+@pytest.mark.parametrize("scale", [1e3, 32768.0, MAX_ABS_SAMPLE])
+def test_large_samples_up_to_the_limit_equal_a_float64_reference(preset, log, scale):
+    # float WAVs written at an integer PCM scale: float32 features equal, in the log domain, the
+    # float64 front end's, and both equal the unscaled log-mel shifted by the scale's log
+    y = _signal(4000, 16000)
+    y = y / np.abs(y).max() * scale
+    fe = MelFrontend(preset=preset, log=log, n_mels=64)  # 128 leaves an HTK band empty
+    features = fe(torch.from_numpy(y.astype(np.float32)))[0][0].numpy()
+    reference = MelFrontend(preset=preset, log=log, n_mels=64).double()(torch.from_numpy(y))[0][0].numpy()
+    assert np.isfinite(features).all()
+    unit = 1.0 if log == "ln" else 10.0 / np.log(10.0)  # nats or dB per natural log
+    loud = reference > reference.max() - 15 * unit  # bins above float32's rounding floor
+    assert np.abs(features - reference)[loud].max() < 1e-3 * unit
+    # ln(s^2 P + eps) = 2 ln s + ln(P + eps / s^2), and the same for Kaldi's floor
+    eps = fe.eps / scale**2 if log == "ln" else None
+    unscaled = (
+        MelFrontend(preset=preset, log=log, n_mels=64, eps=eps).double()(torch.from_numpy(y / scale))[0][0].numpy()
+    )
+    shifted = unscaled + 2 * np.log(scale) * unit
+    assert np.abs(reference - shifted)[loud].max() < 1e-6 * unit
