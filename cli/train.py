@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from adares.train import COMPRESSORS, TrainConfig
+from adares.train import COMPRESSORS, TrainConfig, train
 
 _DEFAULTS = TrainConfig()
 
@@ -96,8 +96,6 @@ def train_command(
     clip, training time), checkpoint.pt (rerun the same command to resume) and, for diffres, a
     compressor bundle OUT_DIR/compressor that `adares extract --model` loads.
     """
-    from adares.train import train
-
     config = TrainConfig(
         compressor=compressor,
         reduction=reduction,

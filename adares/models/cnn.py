@@ -2,7 +2,7 @@
 
 Time is the convolution axis and mel bins are the input channels: on clips of a second or two this
 is the cheapest backbone that still learns keywords, pitch and drum patterns, so every
-configuration of the accuracy benchmark trains in seconds on a CPU. The classifier cost is linear
+configuration of the accuracy benchmark trains quickly on a CPU. The classifier cost is linear
 in the number of frames, which is the quantity a compressor trades against accuracy.
 
 Variable-length batches are exact: padded frames are zeroed after every layer, so a clip gives the
