@@ -42,6 +42,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--scale", type=float, default=1.0, help="multiply the clip counts (0.1 for a quick run)")
     parser.add_argument("--jobs", type=int, default=_usable_cpus(), help="worker processes")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random choice")
+    parser.add_argument(
+        "--variety",
+        choices=("standard", "wide"),
+        default="standard",
+        help="standard: the benchmark recipe; wide: more accents, rates, pitches, velocities (extra material)",
+    )
     args = parser.parse_args(argv)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     unknown = sorted(set(tasks) - set(TASKS))
@@ -80,6 +86,8 @@ def check_splits(task: str, records: list[common.Clip]) -> None:
     for record in records:
         for key in _split_keys(task, record):
             seen.setdefault(key, set()).add(record["split"])
+        if "group" in record:
+            seen.setdefault(f"group:{record['group']}", set()).add(record["split"])
     leaked = {k: sorted(v) for k, v in seen.items() if len(v) > 1}
     if leaked:
         raise RuntimeError(f"{task}: sources in more than one split: {leaked}")
@@ -90,10 +98,12 @@ def check_splits(task: str, records: list[common.Clip]) -> None:
         raise RuntimeError(f"{task}: splits missing labels: {missing}")
 
 
-def build_task(name: str, *, out: Path, scale: float, seed: int, executor: Executor, versions: dict) -> dict:
+def build_task(
+    name: str, *, out: Path, scale: float, seed: int, executor: Executor, versions: dict, variety: str = "standard"
+) -> dict:
     module = TASKS[name]
     started = time.perf_counter()
-    plan: common.TaskPlan = module.plan(scale=scale, seed=seed, map_fn=executor.map)
+    plan: common.TaskPlan = module.plan(scale=scale, seed=seed, map_fn=executor.map, variety=variety)
     planned = time.perf_counter()
     partial = out / f".{name}.partial"
     shutil.rmtree(partial, ignore_errors=True)
@@ -113,8 +123,8 @@ def build_task(name: str, *, out: Path, scale: float, seed: int, executor: Execu
 
     with open(partial / "labels.csv", "w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(["path", "label", "split"])
-        writer.writerows([r["path"], r["label"], r["split"]] for r in records)
+        writer.writerow(["path", "label", "split", "group"])
+        writer.writerows([r["path"], r["label"], r["split"], r["group"]] for r in records)
     with open(partial / "clips.jsonl", "w") as f:
         for record in records:
             f.write(json.dumps(record, sort_keys=True) + "\n")
@@ -176,7 +186,15 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.jobs) as executor:
         for name in args.tasks:
-            build_task(name, out=args.out, scale=args.scale, seed=args.seed, executor=executor, versions=versions)
+            build_task(
+                name,
+                out=args.out,
+                scale=args.scale,
+                seed=args.seed,
+                executor=executor,
+                versions=versions,
+                variety=args.variety,
+            )
     print(f"done in {time.perf_counter() - started:.1f} s ({args.jobs} workers)", file=sys.stderr)
     return 0
 

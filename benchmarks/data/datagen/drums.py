@@ -71,6 +71,11 @@ CLIP_S = 1.0
 CLIPS_PER_LABEL = 182
 GM_VELOCITY = (40, 127)
 SONIC_SPEED = (0.94, 1.06)
+# `--variety wide` (opt-in): softer hits and more detuned one-shots (every kit is already used).
+VARIETIES = {
+    "standard": {"gm_velocity": GM_VELOCITY, "sonic_speed": SONIC_SPEED},
+    "wide": {"gm_velocity": (15, 127), "sonic_speed": (0.85, 1.15)},
+}
 ONSET_S = (0.02, 0.5)
 PEAK_DBFS = (-12.0, -3.0)
 NOISE_DBFS = (-66.0, -50.0)
@@ -169,7 +174,8 @@ def sound_groups(map_fn: Callable = map) -> dict[str, list[list[Source]]]:
     return groups
 
 
-def plan(*, scale: float, seed: int, map_fn: Callable = map) -> common.TaskPlan:
+def plan(*, scale: float, seed: int, map_fn: Callable = map, variety: str = "standard") -> common.TaskPlan:
+    ranges = VARIETIES[variety]
     rng = np.random.default_rng([seed, TASK_KEY])
     groups = sound_groups(map_fn)
     owned: dict[str, dict[str, list[tuple[Source, ...]]]] = {}
@@ -183,7 +189,9 @@ def plan(*, scale: float, seed: int, map_fn: Callable = map) -> common.TaskPlan:
         for label in LABELS:
             for group in splits.cycle(owned[label][split], counts[split], rng):
                 kit, what = group[int(rng.integers(len(group)))]
-                clips.append(_plan_clip(rng, label, split, kit, what, len(clips), seed))
+                clips.append(_plan_clip(rng, label, split, kit, what, len(clips), seed, ranges))
+                # Group folds keep one recording's clips together, like the splits do.
+                clips[-1]["group"] = f"recording:{label}:{group[0][0]}/{group[0][1]}"
     gm = sorted((c for c in clips if "velocity" in c), key=lambda c: (c["kit"], c["index"]))
     sonic = [c for c in clips if "velocity" not in c]
     jobs = [
@@ -194,7 +202,8 @@ def plan(*, scale: float, seed: int, map_fn: Callable = map) -> common.TaskPlan:
     jobs += [{"task": "drums", "font": None, "clips": chunk} for chunk in common.chunks(sonic, CLIPS_PER_JOB)]
     parameters = {
         "clip_s": CLIP_S, "clips_per_label": CLIPS_PER_LABEL, "scale": scale, "classes": CLASSES,
-        "gm_velocity": GM_VELOCITY, "sonic_speed": SONIC_SPEED, "onset_s": ONSET_S, "peak_dbfs": PEAK_DBFS,
+        "variety": variety, "gm_velocity": ranges["gm_velocity"], "sonic_speed": ranges["sonic_speed"],
+        "onset_s": ONSET_S, "peak_dbfs": PEAK_DBFS,
         "noise_dbfs": NOISE_DBFS, "probe_velocities": PROBE_VELOCITIES, "probe_similarity": PROBE_SIMILARITY,
         "fonts": {f: str(tools.SOUNDFONTS[f]) for f in GM_KITS}, "peak_ceiling_dbfs": dsp.PEAK_CEILING_DBFS,
     }  # fmt: skip
@@ -216,7 +225,14 @@ def plan(*, scale: float, seed: int, map_fn: Callable = map) -> common.TaskPlan:
 
 
 def _plan_clip(
-    rng: np.random.Generator, label: str, split: str, kit: str, what: str | int, index: int, seed: int
+    rng: np.random.Generator,
+    label: str,
+    split: str,
+    kit: str,
+    what: str | int,
+    index: int,
+    seed: int,
+    ranges: dict[str, tuple[float, float]],
 ) -> common.Clip:
     clip: common.Clip = {
         "index": index, "label": label, "split": split, "kit": kit,
@@ -225,11 +241,11 @@ def _plan_clip(
         "noise_dbfs": round(float(rng.uniform(*NOISE_DBFS)), 2), "seed": [seed, TASK_KEY, index],
     }  # fmt: skip
     if isinstance(what, str):
-        clip.update(sample=what, speed=round(float(rng.uniform(*SONIC_SPEED)), 4))
+        clip.update(sample=what, speed=round(float(rng.uniform(*ranges["sonic_speed"])), 4))
         name = f"{kit}-{what}"
     else:
         font, preset = _split_kit(kit)
-        clip.update(key=int(what), velocity=int(rng.integers(GM_VELOCITY[0], GM_VELOCITY[1] + 1)))
+        clip.update(key=int(what), velocity=int(rng.integers(ranges["gm_velocity"][0], ranges["gm_velocity"][1] + 1)))
         name = f"{font}-{GM_KITS[font][preset]}-k{int(what):03d}"
     clip["path"] = f"audio/{split}/{label}/{common.slug(name)}-{index:05d}.flac"
     return clip

@@ -39,6 +39,18 @@ CLIPS_PER_LABEL = 170
 MAX_WORD_S = 0.95
 RATE_WPM = (120, 210)
 PITCH = (20, 80)
+# `--variety wide` (opt-in; `standard` is the benchmark recipe): more accents (28 more languages
+# reading the English spelling, half the spoken clips), wider speaking rate and voice pitch.
+WIDE_OTHER_VOICES = (
+    "af", "ca", "cs", "cy", "da", "eo", "et", "eu", "fi", "fr-be", "ga", "hr", "hu", "id", "is", "lt", "lv",
+    "ms", "nb", "pt-br", "ro", "sk", "sl", "sq", "sw", "tr", "vi", "es-419",
+)  # fmt: skip
+VARIETIES = {
+    "standard": {"other_voices": OTHER_VOICES, "other_voice_share": OTHER_VOICE_SHARE, "rate_wpm": RATE_WPM,
+                 "pitch": PITCH},
+    "wide": {"other_voices": OTHER_VOICES + WIDE_OTHER_VOICES, "other_voice_share": 0.5, "rate_wpm": (90, 260),
+             "pitch": (0, 99)},
+}  # fmt: skip
 AMPLITUDE = (70, 150)
 LEVEL_DBFS = (-28.0, -18.0)
 SNR_DB = (5.0, 30.0)
@@ -71,7 +83,8 @@ def variant_groups(map_fn: Callable = map) -> list[list[str]]:
     return splits.group_by(variants, lambda a, b: _stem(a) == _stem(b) or digests[a] == digests[b])
 
 
-def plan(*, scale: float, seed: int, map_fn: Callable = map) -> common.TaskPlan:
+def plan(*, scale: float, seed: int, map_fn: Callable = map, variety: str = "standard") -> common.TaskPlan:
+    ranges = VARIETIES[variety]
     rng = np.random.default_rng([seed, TASK_KEY])
     groups = variant_groups(map_fn)
     group_split = splits.assign_groups([tuple(g) for g in groups], rng)
@@ -87,14 +100,20 @@ def plan(*, scale: float, seed: int, map_fn: Callable = map) -> common.TaskPlan:
             variants = splits.cycle(variants_in[split], n, rng)
             unknown = splits.cycle(UNKNOWN_WORDS, n, rng)
             for i in range(n):
-                clips.append(_plan_clip(rng, label, split, variants[i], unknown[i], ambience_in[split], len(clips)))
+                clips.append(
+                    _plan_clip(rng, label, split, variants[i], unknown[i], ambience_in[split], len(clips), ranges)
+                )
+    family = {variant: group[0] for group in groups for variant in group}
     for clip in clips:
         clip["seed"] = [seed, TASK_KEY, clip["index"]]
+        clip["group"] = group_of(clip, family)
     parameters = {
-        "clip_s": CLIP_S, "clips_per_label": CLIPS_PER_LABEL, "scale": scale, "rate_wpm": RATE_WPM,
-        "pitch": PITCH, "amplitude": AMPLITUDE, "level_dbfs": LEVEL_DBFS, "snr_db": SNR_DB,
+        "clip_s": CLIP_S, "clips_per_label": CLIPS_PER_LABEL, "scale": scale, "variety": variety,
+        "rate_wpm": ranges["rate_wpm"], "pitch": ranges["pitch"], "amplitude": AMPLITUDE,
+        "level_dbfs": LEVEL_DBFS, "snr_db": SNR_DB,
         "noise_kinds": NOISE_KINDS, "max_word_s": MAX_WORD_S, "english_voices": ENGLISH_VOICES,
-        "other_voices": OTHER_VOICES, "other_voice_share": OTHER_VOICE_SHARE, "unknown_words": UNKNOWN_WORDS,
+        "other_voices": ranges["other_voices"], "other_voice_share": ranges["other_voice_share"],
+        "unknown_words": UNKNOWN_WORDS,
         "peak_ceiling_dbfs": dsp.PEAK_CEILING_DBFS,
     }  # fmt: skip
     return common.TaskPlan(
@@ -107,6 +126,16 @@ def plan(*, scale: float, seed: int, map_fn: Callable = map) -> common.TaskPlan:
     )
 
 
+def group_of(clip: common.Clip, family: dict[str, str]) -> str:
+    """The speaker a clip is heard from, for group folds: its variant family (an ambience file for
+    ``silence``; silence over generated noise shares no recording, so each such clip is its own group)."""
+    if "variant" in clip:
+        return f"variant:{family[clip['variant']]}"
+    if clip["noise"] in common.NOISE_COLOURS:
+        return f"noise:{clip['index']}"
+    return f"ambience:{clip['noise']}"
+
+
 def _plan_clip(
     rng: np.random.Generator,
     label: str,
@@ -115,6 +144,7 @@ def _plan_clip(
     unknown_word: str,
     ambience: list[str],
     index: int,
+    ranges: dict[str, Any],
 ) -> common.Clip:
     kind = str(rng.choice(list(NOISE_KINDS), p=list(NOISE_KINDS.values())))
     clip: common.Clip = {
@@ -129,14 +159,14 @@ def _plan_clip(
     if label == "silence":
         clip["path"] = f"audio/{split}/{label}/{common.slug(clip['noise'])}-{index:05d}.flac"
         return clip
-    voices = OTHER_VOICES if rng.uniform() < OTHER_VOICE_SHARE else ENGLISH_VOICES
+    voices = ranges["other_voices"] if rng.uniform() < ranges["other_voice_share"] else ENGLISH_VOICES
     base = str(rng.choice(voices))
     clip.update(
         word=unknown_word if label == "unknown" else label,
         voice=base,
         variant=variant,
-        rate_wpm=int(rng.integers(RATE_WPM[0], RATE_WPM[1] + 1)),
-        pitch=int(rng.integers(PITCH[0], PITCH[1] + 1)),
+        rate_wpm=int(rng.integers(ranges["rate_wpm"][0], ranges["rate_wpm"][1] + 1)),
+        pitch=int(rng.integers(ranges["pitch"][0], ranges["pitch"][1] + 1)),
         amplitude=int(rng.integers(AMPLITUDE[0], AMPLITUDE[1] + 1)),
     )
     clip["path"] = f"audio/{split}/{label}/{common.slug(base)}_{common.slug(variant)}-{index:05d}.flac"

@@ -45,6 +45,8 @@ _FONT_PROGRAM_RANGE = {("timgm6mb", 21): (36, 64), ("timgm6mb", 23): (36, 64)}
 CLIP_S = 2.0
 NOTES_PER_INSTRUMENT = 10
 VELOCITY = (40, 127)
+# `--variety wide` (opt-in): softer notes too (every preset and program is already used).
+VARIETIES = {"standard": {"velocity": VELOCITY}, "wide": {"velocity": (15, 127)}}
 DURATION_S = (0.2, 1.6)
 ONSET_S = (0.0, 0.5)
 LEVEL_DBFS = (-26.0, -16.0)
@@ -96,7 +98,8 @@ def instrument_groups(map_fn: Callable = map) -> list[list[tuple[str, int]]]:
     return splits.group_by(items, lambda a, b: float(probes[a] @ probes[b]) > PROBE_SIMILARITY)
 
 
-def plan(*, scale: float, seed: int, map_fn: Callable = map) -> common.TaskPlan:
+def plan(*, scale: float, seed: int, map_fn: Callable = map, variety: str = "standard") -> common.TaskPlan:
+    velocity = VARIETIES[variety]["velocity"]
     rng = np.random.default_rng([seed, TASK_KEY])
     groups = instrument_groups(map_fn)
     group_split = splits.assign_groups([tuple(g) for g in groups], rng)
@@ -105,6 +108,8 @@ def plan(*, scale: float, seed: int, map_fn: Callable = map) -> common.TaskPlan:
     by_font: dict[str, list[list[common.Clip]]] = {}
     index = 0
     instruments_in: dict[str, list[str]] = {s: [] for s in splits.SPLITS}
+    # Group folds keep instruments that share a recording together, like the splits do.
+    group_name = {i: f"{g[0][0]}:{g[0][1]}" for g in groups for i in g}
     for split in splits.SPLITS:
         instruments = sorted(i for g, s in group_split.items() if s == split for i in g)
         instruments_in[split] = [f"{font}:{program}" for font, program in instruments]
@@ -118,10 +123,11 @@ def plan(*, scale: float, seed: int, map_fn: Callable = map) -> common.TaskPlan:
                 key = int(rng.choice([k for k in range(low, high + 1) if k % 12 == pitch_class]))
                 clip = {
                     "index": index, "label": LABELS[pitch_class], "split": split, "font": font,
-                    "program": program, "key": key, "velocity": int(rng.integers(VELOCITY[0], VELOCITY[1] + 1)),
+                    "program": program, "key": key, "velocity": int(rng.integers(velocity[0], velocity[1] + 1)),
                     "duration_s": round(float(rng.uniform(*DURATION_S)), 3),
                     "onset_s": round(float(rng.uniform(*ONSET_S)), 4),
                     "level_dbfs": round(float(rng.uniform(*LEVEL_DBFS)), 2), "seed": [seed, TASK_KEY, index],
+                    "group": f"instrument:{group_name[(font, program)]}",
                     "path": f"audio/{split}/{LABELS[pitch_class].replace('#', 's')}/"
                     f"{font}-p{program:03d}-{index:05d}.flac",
                 }  # fmt: skip
@@ -135,7 +141,8 @@ def plan(*, scale: float, seed: int, map_fn: Callable = map) -> common.TaskPlan:
         for chunk in common.chunks(by_font.get(font, []), INSTRUMENTS_PER_JOB)
     ]
     parameters = {
-        "clip_s": CLIP_S, "notes_per_instrument": NOTES_PER_INSTRUMENT, "scale": scale, "velocity": VELOCITY,
+        "clip_s": CLIP_S, "notes_per_instrument": NOTES_PER_INSTRUMENT, "scale": scale, "variety": variety,
+        "velocity": velocity,
         "duration_s": DURATION_S, "onset_s": ONSET_S, "level_dbfs": LEVEL_DBFS, "programs": PROGRAMS,
         "excluded_programs": sorted(EXCLUDED_PROGRAMS), "excluded_instruments": sorted(EXCLUDED_INSTRUMENTS),
         "font_key_ranges": {f"{f}:{p}": r for (f, p), r in _FONT_PROGRAM_RANGE.items()},
