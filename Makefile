@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Installed first and on its own: a bare `torch` requirement would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test lint bench bench-frontend bench-extract bench-diffres bench-accuracy bench-accuracy-screen data train-default clean
+.PHONY: demo test lint bench bench-frontend bench-extract bench-diffres bench-accuracy bench-accuracy-screen screen data train-default clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -52,6 +52,13 @@ bench-accuracy: $(STAMP)
 # Its screening pass (the configurations the claims compare, one seed, 12 epochs): part of `make bench`.
 bench-accuracy-screen: $(STAMP)
 	$(PY) benchmarks/bench_accuracy.py --pass screen
+
+# The screen of issue 15: features as `adares extract` writes them, one fixed classifier, group
+# folds x seeds, paired against none / uniform / flux. CONFIGS: model names or bundle paths.
+# Cached under benchmarks/cache/screen: a new configuration costs under 30 min on 2 cores.
+CONFIGS ?= default
+screen: $(STAMP)
+	$(PY) benchmarks/screen.py --configs $(CONFIGS)
 
 # Every benchmark, under half an hour on a 2-core machine (after `make data`).
 bench: bench-frontend bench-diffres bench-extract bench-accuracy-screen

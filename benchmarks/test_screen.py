@@ -1,0 +1,112 @@
+"""The screen's statistics and fold dealing (pure functions: no data, no torch)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import screen  # noqa: E402
+
+
+def _dataset(groups: int, per_group: int, labels: int) -> tuple[list[str], list[str]]:
+    """Groups that each hold one label (like drum recordings), round-robin over labels."""
+    label_of, group_of = [], []
+    for g in range(groups):
+        for _ in range(per_group + g % 3):
+            label_of.append(f"L{g % labels}")
+            group_of.append(f"g{g}")
+    return label_of, group_of
+
+
+def test_group_folds_never_split_a_group_and_use_every_fold() -> None:
+    labels, groups = _dataset(groups=40, per_group=5, labels=4)
+    folds = screen.group_folds(labels, groups, folds=5, seed=0)
+    fold_of_group: dict[str, set[int]] = {}
+    for group, fold in zip(groups, folds, strict=True):
+        fold_of_group.setdefault(group, set()).add(fold)
+    assert all(len(f) == 1 for f in fold_of_group.values())
+    assert set(folds) == set(range(5))
+
+
+def test_group_folds_balance_every_label() -> None:
+    labels, groups = _dataset(groups=40, per_group=5, labels=4)
+    folds = screen.group_folds(labels, groups, folds=4, seed=3)
+    per_label = Counter(zip(labels, folds, strict=True))
+    for label in set(labels):
+        counts = [per_label[(label, f)] for f in range(4)]
+        # 10 groups of 5-7 clips per label over 4 folds: no fold may lack the label or hold twice its share.
+        assert min(counts) > 0
+        assert max(counts) <= 2 * min(counts)
+
+
+def test_group_folds_are_reproducible_and_depend_on_the_seed() -> None:
+    labels, groups = _dataset(groups=30, per_group=4, labels=3)
+    assert screen.group_folds(labels, groups, folds=3, seed=1) == screen.group_folds(labels, groups, folds=3, seed=1)
+    assert screen.group_folds(labels, groups, folds=3, seed=1) != screen.group_folds(labels, groups, folds=3, seed=2)
+
+
+@pytest.mark.parametrize("folds", [1, 11])
+def test_group_folds_refuse_too_few_folds_or_groups(folds: int) -> None:
+    labels, groups = _dataset(groups=10, per_group=2, labels=2)
+    with pytest.raises(ValueError):
+        screen.group_folds(labels, groups, folds=folds, seed=0)
+
+
+def test_mean_and_sem() -> None:
+    mean, sem = screen.mean_and_sem([1.0, 2.0, 3.0, 4.0])
+    assert mean == 2.5
+    assert sem == pytest.approx(math.sqrt(5 / 3) / 2)
+    assert screen.mean_and_sem([7.0]) == (7.0, 0.0)
+    with pytest.raises(ValueError):
+        screen.mean_and_sem([])
+
+
+def test_paired_differences_pair_by_run_and_refuse_unpaired_runs() -> None:
+    a = {(0, 0): 90.0, (0, 1): 80.0}
+    b = {(0, 1): 79.0, (0, 0): 91.0}
+    assert screen.paired_differences(a, b) == {(0, 0): -1.0, (0, 1): 1.0}
+    with pytest.raises(ValueError, match="unpaired"):
+        screen.paired_differences(a, {(0, 0): 1.0})
+
+
+def test_pairing_removes_what_runs_share() -> None:
+    # Two configurations that track each other run to run: the paired difference has a far smaller
+    # standard error than either accuracy.
+    base = {(s, f): 80.0 + 7 * ((s * 5 + f) % 3) for s in range(4) for f in range(5)}
+    better = {k: v + 1.0 + 0.1 * (k[1] % 2) for k, v in base.items()}
+    diff = screen.summarize(screen.paired_differences(better, base))
+    assert diff["mean"] == pytest.approx(1.04)  # 0.1 on two of five folds
+    assert diff["sem"] < 0.05 < screen.summarize(base)["sem"]
+    assert diff["runs"] == 20
+
+
+def test_average_over_tasks_is_per_run() -> None:
+    per_task = {"a": {(0, 0): 1.0, (1, 0): 3.0}, "b": {(0, 0): 3.0, (1, 0): 5.0}}
+    assert screen.average_over_tasks(per_task) == {(0, 0): 2.0, (1, 0): 4.0}
+    with pytest.raises(ValueError):
+        screen.average_over_tasks({"a": {(0, 0): 1.0}, "b": {(1, 0): 1.0}})
+
+
+def test_seed_set_agreement() -> None:
+    values = {(s, f): (1.0 if s < 2 else 1.2) + 0.5 * (-1) ** f for s in range(4) for f in range(4)}
+    agreement = screen.seed_set_agreement(values, [0, 1], [2, 3])
+    assert agreement["gap"] == pytest.approx(-0.2)
+    assert agreement["gap_sem"] == pytest.approx(math.hypot(agreement["first"]["sem"], agreement["second"]["sem"]))
+    assert agreement["agree"]
+    shifted = {k: v + (3.0 if k[0] >= 2 else 0.0) for k, v in values.items()}
+    assert not screen.seed_set_agreement(shifted, [0, 1], [2, 3])["agree"]
+    with pytest.raises(ValueError, match="overlap"):
+        screen.seed_set_agreement(values, [0, 1], [1, 2])
+
+
+def test_halves() -> None:
+    assert screen.halves([3, 0, 2, 1]) == ([0, 1], [2, 3])
+    assert screen.halves([5, 4, 6]) == ([4], [5, 6])
+    with pytest.raises(ValueError):
+        screen.halves([1])
