@@ -23,6 +23,7 @@ import json
 import math
 import os
 import warnings
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -36,12 +37,12 @@ from torch import Tensor
 
 from adares import __version__
 from adares.atomic import atomic_open, atomic_write_text
-from adares.diffres import ImportanceEstimator
+from adares.diffres import ImportanceEstimator, input_sums, standardisation
 from adares.errors import ModelError, ParameterError, ValidationWarning
-from adares.extractor import BLOCK_FRAMES, MergingExtractor, fine_power
+from adares.extractor import BLOCK_FRAMES, MergingExtractor, fine_power, power_blocks
 from adares.frontend import MelFrontend
 from adares.functional.merge import check_reduction
-from adares.importance import Importance
+from adares.importance import AudioChunks, Importance, PowerBlocks
 from adares.precision import exact_float32
 from adares.units import format_ms
 
@@ -449,12 +450,55 @@ class Compressor(Importance):
         else:
             log_mel = analysis.compress(fine_power(analysis, waveform))
         raw = self.estimate(log_mel[None].to(torch.float32))[0]
-        frames = frontend.num_frames(len(waveform))
-        if analysis.frame_offset_samples == frontend.frame_offset_samples and raw.shape[0] == frames:
-            return raw
-        shift = (frontend.frame_offset_samples - analysis.frame_offset_samples) / frontend.hop_samples
-        index = (torch.arange(frames, device=raw.device) + round(shift)).clamp(0, raw.shape[0] - 1)
-        return raw[index]
+        return _aligned(raw, frames=frontend.num_frames(len(waveform)), analysis=analysis, frontend=frontend)
+
+    @torch.inference_mode()
+    def score_long(self, *, audio: AudioChunks, power: PowerBlocks, num_samples: int, frontend: MelFrontend) -> Tensor:
+        """Raw scores ``[T]`` of a file of any length: :meth:`raw_scores`, in passes over blocks.
+
+        A standardising estimator first sums its input over the whole file; then each block of
+        :data:`~adares.extractor.BLOCK_FRAMES` frames is scored with half a receptive field of its
+        neighbours, as :meth:`estimate` scores a long input held in memory.
+        """
+        self.check_settings(sr=frontend.sr, hop_samples=frontend.hop_samples, preset=frontend.preset)
+        analysis = self.analysis_frontend(sr=frontend.sr, hop_samples=frontend.hop_samples)
+        same = self._reads_same_power(analysis, frontend)
+
+        def log_mel_blocks() -> Iterator[Tensor]:
+            blocks = power() if same else power_blocks(analysis, audio(), num_samples=num_samples)
+            for block in blocks:
+                yield analysis.compress(block.to(self.device)).to(torch.float32)
+
+        statistics = None
+        if self.estimator.standardize:
+            total, squares, count = torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.float64), 0
+            for block in log_mel_blocks():
+                block_total, block_squares, block_count = input_sums(block)
+                total, squares, count = total + block_total.cpu(), squares + block_squares.cpu(), count + block_count
+            mean, inverse_std = standardisation(total, squares, count)
+            statistics = (
+                mean.to(torch.float32).reshape(1, 1, 1).to(self.device),
+                inverse_std.to(torch.float32).reshape(1, 1, 1).to(self.device),
+            )
+        with exact_float32(self.device):
+            raw = torch.cat(list(self._score_blocks(log_mel_blocks(), statistics)))
+        return _aligned(raw, frames=frontend.num_frames(num_samples), analysis=analysis, frontend=frontend)
+
+    def _score_blocks(self, blocks: Iterator[Tensor], statistics: tuple[Tensor, Tensor] | None) -> Iterator[Tensor]:
+        """Scores of consecutive log-mel blocks ``[t, F]``, each with ``margin`` frames of context per side."""
+        margin = self.estimator.receptive_field // 2
+        before = None  # the last `margin` frames before the current block
+        current = next(blocks, None)
+        while current is not None:
+            following = next(blocks, None)
+            pieces = [current] if before is None else [before, current]
+            if following is not None:
+                pieces.append(following[:margin])
+            window = torch.cat(pieces) if len(pieces) > 1 else current
+            offset = 0 if before is None else before.shape[0]
+            yield self.estimator(window[None], statistics=statistics)[0, offset : offset + current.shape[0]]
+            before = (current if before is None else torch.cat([before, current]))[-margin:]
+            current = following
 
     @torch.inference_mode()
     def batch_scores(
@@ -525,6 +569,16 @@ class Compressor(Importance):
 
     def __repr__(self) -> str:
         return f"Compressor(name={self.name!r}, sha256={self.sha256[:12]}..., reduction={self.reduction:g})"
+
+
+def _aligned(raw: Tensor, *, frames: int, analysis: MelFrontend, frontend: MelFrontend) -> Tensor:
+    """The analysis frames' scores on the user's ``frames``: for frames that are not centred
+    (Kaldi), each takes the score of the nearest centred analysis frame."""
+    if analysis.frame_offset_samples == frontend.frame_offset_samples and raw.shape[0] == frames:
+        return raw
+    shift = (frontend.frame_offset_samples - analysis.frame_offset_samples) / frontend.hop_samples
+    index = (torch.arange(frames, device=raw.device) + round(shift)).clamp(0, raw.shape[0] - 1)
+    return raw[index]
 
 
 def _build_estimator(architecture: Any, *, where: str) -> ImportanceEstimator:

@@ -52,6 +52,8 @@ __all__ = [
     "Identity",
     "guide_loss",
     "uniform_scores",
+    "input_sums",
+    "standardisation",
 ]
 
 _EPS = 1e-12  # added to merged power before the log, as the reference does
@@ -227,6 +229,30 @@ def _masked(x: Tensor, mask: Tensor | None) -> Tensor:
     return x if mask is None else x * mask.to(x.dtype)
 
 
+def input_sums(values: Tensor) -> tuple[Tensor, Tensor, int]:
+    """Float64 sum and sum of squares of ``values`` and their count: what :func:`standardisation` needs.
+
+    Sums of pieces add up to the sums of the whole (to float64 rounding), so a long input can be
+    summed block by block.
+    """
+    return (
+        values.sum(dtype=torch.float64),
+        torch.linalg.vector_norm(values, dtype=torch.float64).square(),
+        values.numel(),
+    )
+
+
+def standardisation(total: Tensor, squares: Tensor, count: int) -> tuple[Tensor, Tensor]:
+    """Mean and inverse standard deviation (float64 scalars) from :func:`input_sums`.
+
+    The variance gets ``1e-5`` added, so a constant input (silence) standardises to 0, not NaN.
+    """
+    size = max(1, count)
+    mean = total / size
+    variance = (squares / size - mean.square()).clamp_min(0.0)
+    return mean, torch.rsqrt(variance + _STANDARDIZE_EPS)
+
+
 class ImportanceEstimator(nn.Module):
     """Residual 1-D CNN over time giving a raw importance per fine frame (the paper's estimator).
 
@@ -313,13 +339,9 @@ class ImportanceEstimator(nn.Module):
         # same arithmetic alone as inside a padded batch, and a few bytes for an hour of frames.
         means, inverse_stds = [], []
         for item, count in enumerate(counts):
-            valid = log_mel[item, :count]
-            size = max(1, valid.numel())
-            mean = valid.sum(dtype=torch.float64) / size
-            squares = torch.linalg.vector_norm(valid, dtype=torch.float64).square() / size
-            variance = (squares - mean.square()).clamp_min(0.0)
+            mean, inverse_std = standardisation(*input_sums(log_mel[item, :count]))
             means.append(mean)
-            inverse_stds.append(torch.rsqrt(variance + _STANDARDIZE_EPS))
+            inverse_stds.append(inverse_std)
         mean = torch.stack(means).to(log_mel.dtype).reshape(batch, 1, 1)
         return mean, torch.stack(inverse_stds).to(log_mel.dtype).reshape(batch, 1, 1)
 

@@ -11,27 +11,32 @@ The corpus pipeline builds one extractor per worker process and reuses it for ev
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from adares import __version__
-from adares.errors import ParameterError
+from adares.errors import ModelError, ParameterError
 from adares.features import Features, uniform_spans
 from adares.frontend import MelFrontend
-from adares.functional.merge import compress, output_lengths
+from adares.functional.merge import compress, merge_average_blocks, normalize_scores, output_lengths
 from adares.functional.merge import spans as merge_spans
-from adares.importance import Importance
+from adares.importance import AudioChunks, Importance
 
 __all__ = [
     "Extractor",
     "FineMelExtractor",
     "MergingExtractor",
+    "StreamedFeatures",
+    "AudioChunks",
     "BLOCK_FRAMES",
     "batch_power",
     "feature_meta",
     "fine_power",
+    "power_blocks",
     "resolve_device",
 ]
 
@@ -47,6 +52,39 @@ class Extractor(Protocol):
     def __call__(self, samples: np.ndarray, *, meta: dict[str, Any] | None = None) -> Features: ...
 
     def batch(self, items: list[np.ndarray], *, metas: list[dict[str, Any] | None]) -> list[Features]: ...
+
+    def stream(
+        self, audio: AudioChunks, *, num_samples: int, meta: dict[str, Any] | None = None
+    ) -> StreamedFeatures: ...
+
+
+@dataclass(frozen=True, eq=False)
+class StreamedFeatures:
+    """The features of a long file, with the rows left to compute block by block.
+
+    What :class:`~adares.features.Features` holds, except that ``mel`` is :meth:`rows`, a pass over
+    the file that yields the rows in order; spans, scores and meta are small enough to hold.
+
+    Attributes
+    ----------
+    num_mels : int
+    spans : np.ndarray [shape=(T', 2)], int64
+    scores : np.ndarray [shape=(T,)], float32, or None
+    meta : dict
+    rows : callable
+        Each call yields ``np.ndarray [shape=(r, F)]`` float32 pieces, ``T'`` rows in all.
+    """
+
+    num_mels: int
+    spans: np.ndarray
+    scores: np.ndarray | None
+    meta: dict[str, Any]
+    rows: Callable[[], Iterator[np.ndarray]]
+
+    @property
+    def num_frames(self) -> int:
+        """``T'``, the number of rows."""
+        return int(self.spans.shape[0])
 
 
 def resolve_device(device: str) -> torch.device:
@@ -122,6 +160,39 @@ class FineMelExtractor(_Batching):
             mel=mel, spans=spans, scores=None, meta=feature_meta(self, num_samples=len(samples), extra=meta)
         )
 
+    def stream(self, audio: AudioChunks, *, num_samples: int, meta: dict[str, Any] | None = None) -> StreamedFeatures:
+        """The fine log-mel of a file of any length, its rows computed block by block in :meth:`rows`.
+
+        Parameters
+        ----------
+        audio : AudioChunks
+            The file's samples (float32 at ``frontend.sr``); read once per call of ``rows``.
+        num_samples : int
+            Samples in the file.
+        meta : dict, optional
+            Extra ``meta`` entries.
+        """
+        frontend = self.frontend
+
+        @torch.inference_mode()
+        def rows() -> Iterator[np.ndarray]:
+            for block in power_blocks(frontend, audio(), num_samples=num_samples):
+                yield frontend.compress(block).cpu().numpy()
+
+        spans = uniform_spans(
+            frontend.num_frames(num_samples),
+            hop_samples=frontend.hop_samples,
+            num_samples=num_samples,
+            offset_samples=frontend.frame_offset_samples,
+        )
+        return StreamedFeatures(
+            num_mels=frontend.n_mels,
+            spans=spans,
+            scores=None,
+            meta=feature_meta(self, num_samples=num_samples, extra=meta),
+            rows=rows,
+        )
+
     def _batch(self, items: list[np.ndarray], metas: list[dict[str, Any] | None]) -> list[Features]:
         power, frames, _, _ = batch_power(self.frontend, items)
         mel = self.frontend.compress(power).cpu().numpy()
@@ -147,11 +218,7 @@ BLOCK_FRAMES = 8192
 
 @torch.inference_mode()
 def fine_power(frontend: MelFrontend, samples: np.ndarray, *, block_frames: int = BLOCK_FRAMES) -> torch.Tensor:
-    """Linear mel power of a whole file, computed in blocks of frames.
-
-    Each block is computed from a slice of the waveform with a margin of whole hops on both sides,
-    so every frame sees exactly the samples (or the edge padding) it would see in one call; only
-    the [T, F] result is kept. Peak memory: the waveform, the result and one block's spectrum.
+    """Linear mel power of a whole file, computed in blocks of frames (see :func:`power_blocks`).
 
     Parameters
     ----------
@@ -164,22 +231,102 @@ def fine_power(frontend: MelFrontend, samples: np.ndarray, *, block_frames: int 
     -------
     torch.Tensor [shape=(T, F)], float32, on the front end's device
     """
-    waveform = torch.from_numpy(np.ascontiguousarray(samples, dtype=np.float32))
-    device = next(iter(frontend.buffers())).device
-    total = frontend.num_frames(len(waveform))
-    hop = frontend.hop_samples
+    samples = np.ascontiguousarray(samples, dtype=np.float32)
+    total = frontend.num_frames(len(samples))
+    blocks = power_blocks(frontend, [samples], num_samples=len(samples), block_frames=block_frames)
     if total <= block_frames:
-        power, _ = frontend.power(waveform.to(device))
-        return power[0, :total]
+        return next(blocks)
+    result = torch.empty(total, frontend.n_mels, dtype=torch.float32, device=_device(frontend))
+    first = 0
+    for block in blocks:
+        result[first : first + block.shape[0]] = block
+        first += block.shape[0]
+    return result
+
+
+@torch.inference_mode()
+def power_blocks(
+    frontend: MelFrontend, chunks: Iterable[np.ndarray], *, num_samples: int, block_frames: int = BLOCK_FRAMES
+) -> Iterator[torch.Tensor]:
+    """Linear mel power of a file of ``num_samples`` samples, ``block_frames`` frames at a time.
+
+    Each block is computed from a slice of the waveform with a margin of whole hops on both
+    sides, so every frame sees exactly the samples (or the edge padding) it would see in one
+    call; a file of at most ``block_frames`` frames is one call. Only one block's samples and
+    spectrum are held at a time, whatever the file's length.
+
+    Parameters
+    ----------
+    frontend : MelFrontend
+    chunks : iterable of np.ndarray [shape=(n_k,)], float32
+        The samples in consecutive pieces of any size, ``Σ n_k = num_samples``.
+    num_samples : int
+    block_frames : int
+
+    Yields
+    ------
+    torch.Tensor [shape=(t, F)], float32, on the front end's device
+        Frames ``[k·block_frames, k·block_frames + t)``; together, all ``T`` frames in order.
+
+    Raises
+    ------
+    ParameterError
+        If the chunks hold fewer or more than ``num_samples`` samples.
+    """
+    device = _device(frontend)
+    total = frontend.num_frames(num_samples)
+    hop = frontend.hop_samples
+    reader = _SampleWindow(chunks, num_samples=num_samples)
+    if total <= block_frames:
+        power, _ = frontend.power(torch.from_numpy(reader.take(0, num_samples)).to(device))
+        reader.finish()
+        yield power[0, :total]
+        return
     margin = -(-max(frontend.n_fft, frontend.win_samples) // hop) + 1
-    result = torch.empty(total, frontend.n_mels, dtype=torch.float32, device=device)
     for first in range(0, total, block_frames):
         last = min(total, first + block_frames)
         start_frame = max(0, first - margin)
-        segment = waveform[start_frame * hop : min(len(waveform), (last + margin) * hop + frontend.n_fft)]
-        power, _ = frontend.power(segment.to(device))
-        result[first:last] = power[0, first - start_frame : last - start_frame]
-    return result
+        segment = reader.take(start_frame * hop, min(num_samples, (last + margin) * hop + frontend.n_fft))
+        power, _ = frontend.power(torch.from_numpy(segment).to(device))
+        yield power[0, first - start_frame : last - start_frame]
+    reader.finish()
+
+
+class _SampleWindow:
+    """Slices ``[start, end)`` of a signal that arrives in chunks, for non-decreasing ``start``."""
+
+    def __init__(self, chunks: Iterable[np.ndarray], *, num_samples: int) -> None:
+        self._chunks = iter(chunks)
+        self._buffer = np.empty(0, dtype=np.float32)
+        self._offset = 0  # sample index of _buffer[0]
+        self._num_samples = num_samples
+
+    def take(self, start: int, end: int) -> np.ndarray:
+        if start > self._offset:
+            self._buffer = self._buffer[start - self._offset :]
+            self._offset = start
+        pieces = [self._buffer]
+        available = self._offset + len(self._buffer)
+        while available < end:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                raise ParameterError(f"the audio ended after {available} samples; {self._num_samples} were announced")
+            chunk = np.asarray(chunk, dtype=np.float32).reshape(-1)
+            pieces.append(chunk)
+            available += len(chunk)
+        if len(pieces) > 1:
+            self._buffer = np.concatenate(pieces)
+        return np.ascontiguousarray(self._buffer[start - self._offset : end - self._offset])
+
+    def finish(self) -> None:
+        extra = sum(len(np.asarray(chunk).reshape(-1)) for chunk in self._chunks)
+        extra += self._offset + len(self._buffer) - self._num_samples
+        if extra > 0:
+            raise ParameterError(f"the audio holds {extra} samples more than the {self._num_samples} announced")
+
+
+def _device(frontend: MelFrontend) -> torch.device:
+    return next(iter(frontend.buffers())).device
 
 
 @torch.inference_mode()
@@ -206,7 +353,7 @@ def batch_power(
     """
     if not items:
         raise ParameterError("batch_power needs at least one item")
-    device = next(iter(frontend.buffers())).device
+    device = _device(frontend)
     lengths = torch.tensor([len(samples) for samples in items], dtype=torch.int64)
     waveform = torch.zeros(len(items), int(lengths.max()), dtype=torch.float32)
     for row, samples in zip(waveform, items, strict=True):
@@ -286,6 +433,56 @@ class MergingExtractor(_Batching):
             spans=ranges[0, :count].cpu().numpy(),
             scores=merged.scores[0].cpu().numpy(),
             meta=feature_meta(self, num_samples=len(samples), extra=meta),
+        )
+
+    @torch.inference_mode()
+    def stream(self, audio: AudioChunks, *, num_samples: int, meta: dict[str, Any] | None = None) -> StreamedFeatures:
+        """Merged features of a file of any length, equal to calling the extractor on it.
+
+        The importance scores the file in passes over blocks (:meth:`Importance.score_long`); the
+        scores are normalised over the whole file, then :meth:`StreamedFeatures.rows` merges the
+        power block by block (:func:`~adares.functional.merge.merge_average_blocks`). Memory holds
+        a few blocks and a few numbers per fine frame, never the samples or the ``[T, F]`` power.
+
+        Parameters
+        ----------
+        audio : AudioChunks
+            The file's samples (float32 at ``frontend.sr``); read once per pass.
+        num_samples : int
+            Samples in the file.
+        meta : dict, optional
+            Extra ``meta`` entries.
+        """
+        frontend = self.frontend
+
+        def power() -> Iterator[torch.Tensor]:
+            return power_blocks(frontend, audio(), num_samples=num_samples)
+
+        raw = self.importance.score_long(audio=audio, power=power, num_samples=num_samples, frontend=frontend)
+        frames = frontend.num_frames(num_samples)
+        if raw.shape != (frames,):
+            raise ModelError(f"{self.name} gave {tuple(raw.shape)} scores for {frames} frames")
+        count = int(output_lengths(torch.tensor([frames]), reduction=self.reduction)[0])
+        scores = normalize_scores(raw[None].to(torch.float32), count)
+        spans = merge_spans(
+            scores,
+            count,
+            hop_samples=frontend.hop_samples,
+            num_samples=num_samples,
+            offset_samples=frontend.frame_offset_samples,
+        )
+
+        @torch.inference_mode()
+        def rows() -> Iterator[np.ndarray]:
+            for _, merged in merge_average_blocks(power(), scores[0], count):
+                yield frontend.compress(merged).cpu().numpy()
+
+        return StreamedFeatures(
+            num_mels=frontend.n_mels,
+            spans=spans[0].cpu().numpy(),
+            scores=scores[0].cpu().numpy(),
+            meta=feature_meta(self, num_samples=num_samples, extra=meta),
+            rows=rows,
         )
 
     def _batch(self, items: list[np.ndarray], metas: list[dict[str, Any] | None]) -> list[Features]:

@@ -16,15 +16,23 @@ scores into output frames. Two kinds exist:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from adares.frontend import MelFrontend
-from adares.functional.importance import FLUX_FLOOR, spectral_flux
+from adares.functional.importance import FLUX_FLOOR, flux_rise, normalise_flux, spectral_flux
 
-__all__ = ["Importance", "FluxImportance", "FLUX_LOG_EPS", "natural_log_mel"]
+__all__ = ["Importance", "FluxImportance", "FLUX_LOG_EPS", "natural_log_mel", "AudioChunks", "PowerBlocks"]
+
+AudioChunks = Callable[[], Iterator[np.ndarray]]
+"""A file's mono float32 samples at the front end's rate, in consecutive chunks of any size; each
+call starts over from the beginning (a long file is read once per pass)."""
+
+PowerBlocks = Callable[[], Iterator[Tensor]]
+"""A file's fine linear mel power ``[t, F]``, in consecutive blocks of frames; each call starts over."""
 
 FLUX_LOG_EPS = 1e-6
 """Added to the mel power before the natural log the flux is taken of, whatever log the user asked for."""
@@ -92,6 +100,29 @@ class Importance(ABC):
             0 on padding frames.
         """
 
+    @abstractmethod
+    def score_long(self, *, audio: AudioChunks, power: PowerBlocks, num_samples: int, frontend: MelFrontend) -> Tensor:
+        """Raw scores of one file of any length, read in passes over blocks; equal to :meth:`score`.
+
+        Holds a few blocks and the ``T`` scores at a time, never the file's samples or its
+        ``[T, F]`` power.
+
+        Parameters
+        ----------
+        audio : AudioChunks
+            The file's samples, for an importance that reads its own analysis.
+        power : PowerBlocks
+            ``frontend``'s power of the file, block by block.
+        num_samples : int
+            Samples in the file.
+        frontend : MelFrontend
+            The user's front end.
+
+        Returns
+        -------
+        torch.Tensor [shape=(T,)]
+        """
+
 
 class FluxImportance(Importance):
     """The training-free baseline: positive spectral flux of the natural-log mel power.
@@ -120,6 +151,16 @@ class FluxImportance(Importance):
     ) -> Tensor:
         """Raw scores ``[B, T]`` of a padded batch's mel power ``[B, T, F]`` with ``frames`` valid."""
         return self.of_log_mel(natural_log_mel(power), frames)
+
+    def score_long(self, *, audio: AudioChunks, power: PowerBlocks, num_samples: int, frontend: MelFrontend) -> Tensor:
+        """Raw scores ``[T]``: the flux's rises block by block, normalised by the file's peak at the end."""
+        rises = []
+        previous = None
+        for block in power():
+            log_mel = natural_log_mel(block)[None]
+            rises.append(flux_rise(log_mel, previous)[0])
+            previous = log_mel[:, -1]
+        return normalise_flux(torch.cat(rises)[None], floor=self.floor)[0]
 
     def __repr__(self) -> str:
         return f"FluxImportance(floor={self.floor:g})"

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from adares.errors import ParameterError
-from adares.extractor import fine_power, resolve_device
+from adares.extractor import fine_power, power_blocks, resolve_device
 from adares.features import uniform_spans
 from adares.frontend import MelFrontend
 from adares.registry import resolve_extractor
@@ -120,3 +120,74 @@ def test_cuda_gives_the_cpu_features(model):
         assert np.abs(on_gpu.spans - on_cpu.spans).max() <= 1
         if model != "none":
             np.testing.assert_allclose(on_gpu.scores, on_cpu.scores, rtol=0, atol=1e-4)
+
+
+def _chunks(samples: np.ndarray, sizes: list[int]):
+    """An AudioChunks factory: ``samples`` in consecutive pieces of the given sizes, cycled."""
+
+    def chunks():
+        start, index = 0, 0
+        while start < len(samples):
+            size = sizes[index % len(sizes)]
+            yield samples[start : start + size]
+            start, index = start + size, index + 1
+
+    return chunks
+
+
+@pytest.mark.parametrize("settings", [{}, {"preset": "kaldi"}, {"hop": 81, "win": 333, "n_mels": 40}])
+def test_power_blocks_from_chunks_equal_one_call(settings):
+    frontend = MelFrontend(**settings)
+    samples = synth(3.7)
+    whole = fine_power(frontend, samples)
+    chunks = _chunks(samples, [1000, 7, 23_456, 512])()
+    blocks = list(power_blocks(frontend, chunks, num_samples=len(samples), block_frames=97))
+    assert torch.equal(torch.cat(blocks), whole)
+    assert {len(block) for block in blocks[:-1]} == {97}
+
+
+def test_power_blocks_refuse_audio_of_another_length():
+    frontend = MelFrontend()
+    samples = synth(1.0)
+    with pytest.raises(ParameterError, match="ended after 16000 samples; 16001"):
+        list(power_blocks(frontend, [samples], num_samples=len(samples) + 1, block_frames=50))
+    with pytest.raises(ParameterError, match="1 samples more"):
+        list(power_blocks(frontend, [samples, samples[:1]], num_samples=len(samples), block_frames=50))
+
+
+def _recording(minutes: int) -> np.ndarray:
+    """Minutes of signal whose level changes every minute (the estimator standardises with the
+    whole file's statistics, the flux normalises by the whole file's peak)."""
+    return np.concatenate([synth(60.0, seed=seed) * (0.02 + 0.1 * seed) for seed in range(minutes)])
+
+
+def _assert_streaming_equals_in_memory(extractor, samples: np.ndarray) -> None:
+    expected = extractor(samples, meta={"source": "long.wav"})
+    streamed = extractor.stream(
+        _chunks(samples, [262_144, 100_003]), num_samples=len(samples), meta={"source": "long.wav"}
+    )
+    rows = np.concatenate(list(streamed.rows()))
+    assert streamed.meta == expected.meta and streamed.num_mels == expected.num_mels
+    np.testing.assert_array_equal(streamed.spans, expected.spans)
+    if expected.scores is None:
+        assert streamed.scores is None
+    if extractor.name == "default":  # the standardisation's sums are added block by block
+        np.testing.assert_allclose(streamed.scores, expected.scores, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(rows, expected.mel, rtol=1e-5, atol=1e-5)
+    else:
+        np.testing.assert_array_equal(streamed.scores, expected.scores)
+        np.testing.assert_array_equal(rows, expected.mel)
+
+
+@pytest.mark.parametrize("model", ["none", "flux", "default"])
+@pytest.mark.parametrize("settings", [{}, {"n_mels": 40, "preset": "kaldi"}])
+@pytest.mark.filterwarnings("ignore::adares.errors.ValidationWarning")
+def test_a_streamed_file_equals_the_in_memory_path(model, settings):
+    extractor = resolve_extractor(model, frontend=MelFrontend(**settings), reduction=0.75)
+    _assert_streaming_equals_in_memory(extractor, _recording(2))  # three blocks of frames
+
+
+@pytest.mark.slow
+def test_a_streamed_ten_minute_file_equals_the_in_memory_path():
+    extractor = resolve_extractor("default", frontend=MelFrontend(), reduction=0.5)
+    _assert_streaming_equals_in_memory(extractor, _recording(10))

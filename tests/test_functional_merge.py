@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -552,3 +553,36 @@ def test_compress_decouples_scores_from_the_merged_features():
 def test_bad_arguments_raise_parameter_error(call):
     with pytest.raises(ParameterError):
         call()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 400),
+    st.floats(0.0, 0.95),
+    st.lists(st.integers(1, 97), min_size=1, max_size=12),
+    st.integers(0, 2**31 - 1),
+)
+def test_merging_in_blocks_gives_exactly_the_rows_of_one_merge(frames, reduction, widths, seed):
+    generator = torch.Generator().manual_seed(seed)
+    power = torch.rand(frames, 5, generator=generator) * 10.0 ** torch.randint(-6, 3, (frames, 1), generator=generator)
+    raw = torch.rand(1, frames, generator=generator) + 1e-3
+    count = int(merge.output_lengths(torch.tensor([frames]), reduction=reduction))
+    scores = merge.normalize_scores(raw, count)[0]
+    whole = merge.merge_average(power[None], scores[None], count)[0]
+    bounds = [0]
+    for width in widths * (frames // sum(widths) + 1):
+        bounds.append(min(frames, bounds[-1] + width))
+        if bounds[-1] == frames:
+            break
+    blocks = (power[a:b] for a, b in zip(bounds[:-1], bounds[1:], strict=True))
+    pieces = list(merge.merge_average_blocks(blocks, scores, count))
+    assert [first for first, _ in pieces] == list(itertools.accumulate([0] + [len(rows) for _, rows in pieces[:-1]]))
+    assert torch.equal(torch.cat([rows for _, rows in pieces]), whole)
+
+
+def test_merging_in_blocks_refuses_blocks_that_do_not_add_up():
+    scores = torch.full((10,), 0.5)
+    with pytest.raises(ParameterError, match="add up to the 10 frames"):
+        list(merge.merge_average_blocks([torch.ones(4, 3)], scores, 5))
+    with pytest.raises(ParameterError, match="add up to the 10 frames"):
+        list(merge.merge_average_blocks([torch.ones(8, 3), torch.ones(8, 3)], scores, 5))

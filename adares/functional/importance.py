@@ -13,7 +13,7 @@ from torch import Tensor
 from adares.errors import ParameterError
 from adares.functional import BLOCK_ELEMENTS
 
-__all__ = ["spectral_flux", "FLUX_FLOOR"]
+__all__ = ["spectral_flux", "flux_rise", "normalise_flux", "FLUX_FLOOR"]
 
 FLUX_FLOOR = 0.05
 """Share every frame keeps in :func:`spectral_flux`, so steady frames stay mergeable rather than invisible."""
@@ -47,13 +47,9 @@ def spectral_flux(log_mel: Tensor, lengths: Tensor | None = None, *, floor: floa
     ParameterError
         On a bad shape, bad ``lengths`` or a ``floor`` outside ``(0, 1]``.
     """
-    if not isinstance(log_mel, Tensor) or log_mel.dim() != 3 or not log_mel.is_floating_point():
-        raise ParameterError("log_mel must be a floating tensor [batch, frames, mels]")
-    if not 0.0 < floor <= 1.0:
-        raise ParameterError(f"floor must lie in (0, 1], got {floor}")
+    _check_log_mel(log_mel)
+    _check_floor(floor)
     batch, frames, _ = log_mel.shape
-    if frames < 1:
-        raise ParameterError("log_mel has no frames")
     if lengths is None:
         lengths = torch.full((batch,), frames, dtype=torch.int64, device=log_mel.device)
     else:
@@ -63,15 +59,69 @@ def spectral_flux(log_mel: Tensor, lengths: Tensor | None = None, *, floor: floa
         if batch and (int(lengths.min()) < 1 or int(lengths.max()) > frames):
             raise ParameterError(f"lengths must lie in [1, {frames}], got {lengths.tolist()}")
     mask = torch.arange(frames, device=log_mel.device)[None, :] < lengths[:, None]
+    # The step into the first padding frame (and beyond) is not a frame of the item.
+    flux = torch.where(mask, flux_rise(log_mel), 0.0)
+    return torch.where(mask, normalise_flux(flux, floor=floor), 0.0)
+
+
+def flux_rise(log_mel: Tensor, previous: Tensor | None = None) -> Tensor:
+    """Per frame, the mean over mel bins of ``max(0, x_t - x_{t-1})``: the unnormalised flux.
+
+    Frame 0 rises from ``previous`` (the frame before a block of a longer input), or by 0
+    without one. Non-finite rises count as 0. The same value per frame whatever the blocks, so a
+    long input can be scored block by block (:func:`normalise_flux` then needs the whole).
+
+    Parameters
+    ----------
+    log_mel : torch.Tensor [shape=(B, T, F)], floating
+    previous : torch.Tensor [shape=(B, F)], optional
+
+    Returns
+    -------
+    torch.Tensor [shape=(B, T)]
+    """
+    _check_log_mel(log_mel)
+    batch, frames, bins = log_mel.shape
     flux = log_mel.new_zeros(batch, frames)
     # Blocks of frames: the frame differences of an hour-long input would be another [T, F] copy.
-    block = max(1, BLOCK_ELEMENTS // max(1, batch * log_mel.shape[2]))
+    block = max(1, BLOCK_ELEMENTS // max(1, batch * bins))
     with torch.no_grad():
+        if previous is not None:
+            flux[:, 0] = (log_mel[:, 0] - previous).clamp_min_(0.0).mean(-1)
         for t0 in range(1, frames, block):
             t1 = min(frames, t0 + block)
             flux[:, t0:t1] = (log_mel[:, t0:t1] - log_mel[:, t0 - 1 : t1 - 1]).clamp_min_(0.0).mean(-1)
-    # The step into the first padding frame (and beyond) is not a frame of the item.
-    flux = torch.where(mask, torch.nan_to_num(flux, nan=0.0, posinf=0.0), 0.0)
+    return torch.nan_to_num_(flux, nan=0.0, posinf=0.0)
+
+
+def normalise_flux(flux: Tensor, *, floor: float = FLUX_FLOOR) -> Tensor:
+    """Raw scores from the rises of :func:`flux_rise`: divided by each item's peak, plus ``floor``, at most 1.
+
+    Parameters
+    ----------
+    flux : torch.Tensor [shape=(B, T)]
+        Non-negative rises of every frame of each item (padding frames 0).
+    floor : float
+        In ``(0, 1]``.
+
+    Returns
+    -------
+    torch.Tensor [shape=(B, T)]
+        In ``[floor, 1]``; ``floor`` everywhere for an item without any rise.
+    """
+    _check_floor(floor)
     peak = flux.amax(1, keepdim=True)
     normalised = torch.where(peak > 0, flux / peak.clamp_min(torch.finfo(flux.dtype).tiny), 0.0)
-    return torch.where(mask, (normalised + floor).clamp(max=1.0), 0.0)
+    return (normalised + floor).clamp(max=1.0)
+
+
+def _check_log_mel(log_mel: Tensor) -> None:
+    if not isinstance(log_mel, Tensor) or log_mel.dim() != 3 or not log_mel.is_floating_point():
+        raise ParameterError("log_mel must be a floating tensor [batch, frames, mels]")
+    if log_mel.shape[1] < 1:
+        raise ParameterError("log_mel has no frames")
+
+
+def _check_floor(floor: float) -> None:
+    if not 0.0 < floor <= 1.0:
+        raise ParameterError(f"floor must lie in (0, 1], got {floor}")

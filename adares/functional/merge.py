@@ -26,7 +26,7 @@ All functions are differentiable with respect to the features and the scores, ex
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from fractions import Fraction
 from typing import NamedTuple
 
@@ -50,6 +50,7 @@ __all__ = [
     "compress",
     "Compressed",
     "check_reduction",
+    "merge_average_blocks",
 ]
 
 # Raw scores below this are raised to it, so an item whose scores all underflow still normalises.
@@ -815,6 +816,65 @@ def spans(
 
     out = torch.stack([bounds[:, :-1], bounds[:, 1:]], dim=-1)
     return torch.where(_frame_mask(pairs.counts, num_rows)[:, :, None], out, -1)
+
+
+def merge_average_blocks(blocks: Iterable[Tensor], scores: Tensor, out_frames: int) -> Iterator[tuple[int, Tensor]]:
+    """:func:`merge_average` of one long item whose fine frames arrive in blocks.
+
+    Gives exactly the rows :func:`merge_average` gives for the whole item (the same products,
+    added to each row in the same order), while holding only a block and the rows it touches.
+
+    Parameters
+    ----------
+    blocks : iterable of torch.Tensor [shape=(t_k, F)]
+        The item's fine frames (linear power), consecutive, ``Σ t_k = T``.
+    scores : torch.Tensor [shape=(T,)]
+        Normalised scores of all ``T`` frames, summing to ``out_frames``.
+    out_frames : int
+        ``T'``.
+
+    Yields
+    ------
+    first : int
+        Index of the first output row of the piece.
+    rows : torch.Tensor [shape=(r, F)], dtype of the blocks
+        Finished output rows ``first .. first + r - 1``; together, all ``T'`` rows in order.
+
+    Raises
+    ------
+    ParameterError
+        If the blocks do not add up to ``T`` frames or their widths differ.
+    """
+    if scores.dim() != 1:
+        raise ParameterError(f"scores must be 1-D [frames], got shape {tuple(scores.shape)}")
+    pairs = _pairs(scores[None], out_frames, None)
+    rows, weights = pairs.rows[0], pairs.weights[0]  # [T, 2]
+    frames, count = scores.shape[0], int(pairs.counts[0])
+    done = 0  # rows [0, done) are out
+    pending: Tensor | None = None  # rows [done, done + len(pending))
+    t0 = 0
+    for block in blocks:
+        t1 = t0 + block.shape[0]
+        if t1 > frames or block.dim() != 2 or (pending is not None and block.shape[1] != pending.shape[1]):
+            raise ParameterError(f"blocks must be [frames, bins] and add up to the {frames} frames of the scores")
+        if pending is None:
+            pending = block.new_zeros(0, block.shape[1])
+        # rows this block touches: up to its last frame's second row
+        last = int(rows[t1 - 1, 1]) if t1 > t0 else done
+        if last + 1 - done > pending.shape[0]:
+            pending = torch.cat([pending, pending.new_zeros(last + 1 - done - pending.shape[0], pending.shape[1])])
+        weight = weights[t0:t1].to(block.dtype)
+        values = block[:, None, :] * weight[:, :, None]
+        values.masked_fill_((weight <= 0)[:, :, None], 0.0)
+        pending.index_add_(0, (rows[t0:t1] - done).reshape(-1), values.reshape(-1, block.shape[1]))
+        t0 = t1
+        # rows before the next frame's first row are complete
+        finished = (int(rows[t0, 0]) if t0 < frames else count) - done
+        if finished > 0:
+            yield done, pending[:finished]
+            pending, done = pending[finished:], done + finished
+    if t0 != frames:
+        raise ParameterError(f"blocks must add up to the {frames} frames of the scores, got {t0}")
 
 
 # --------------------------------------------------------------------------------------------
