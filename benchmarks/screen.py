@@ -196,6 +196,29 @@ def seed_set_agreement(values: Mapping[RunKey, float], first: Iterable[int], sec
     return {"first": parts[0], "second": parts[1], "gap": gap, "gap_sem": gap_sem, "agree": abs(gap) <= 2 * gap_sem}
 
 
+def noise_figures(summary: Mapping[str, Any]) -> dict[str, Any]:
+    """The screen's own noise, from a :func:`report` summary.
+
+    Returns
+    -------
+    dict
+        ``mean_sem_max`` (largest standard error of a task-averaged paired difference),
+        ``task_sem_max`` (largest of a single task's), and ``agree`` / ``compared`` (seed-set
+        comparisons that agree, out of those made).
+    """
+    mean_sems, task_sems, verdicts = [], [], []
+    for entry in summary.values():
+        mean_sems += [stats["sem"] for stats in entry["mean"]["vs"].values()]
+        task_sems += [stats["sem"] for cell in entry["tasks"].values() for stats in cell["vs"].values()]
+        verdicts += [agreement["agree"] for agreement in entry["mean"]["seed_sets"].values()]
+    return {
+        "mean_sem_max": max(mean_sems, default=0.0),
+        "task_sem_max": max(task_sems, default=0.0),
+        "agree": sum(verdicts),
+        "compared": len(verdicts),
+    }
+
+
 def halves(seeds: Sequence[int]) -> tuple[list[int], list[int]]:
     """Two disjoint seed sets: the first and second half of the sorted seeds."""
     ordered = sorted(set(seeds))
@@ -468,9 +491,9 @@ def report(runs: Mapping[str, Mapping[str, dict[RunKey, float]]], candidates: Se
             for task in tasks:
                 own = runs[task][name]
                 cell: dict[str, Any] = {"accuracy": summarize(own), "vs": {}}
-                for base in ("none", f"uniform-{reduction:g}", f"flux-{reduction:g}"):
-                    if base == name:
-                        continue
+                bases = ("none", f"uniform-{reduction:g}", f"flux-{reduction:g}")
+                # Each baseline against the ones before it only (the reverse is the same number negated).
+                for base in bases[: bases.index(name)] if name in bases else bases:
                     diff = paired_differences(own, runs[task][base])
                     per_task_diffs.setdefault(base, {})[task] = diff
                     cell["vs"][base] = summarize(diff)
@@ -512,6 +535,22 @@ def markdown(summary: Mapping[str, Any], meta: Mapping[str, Any], *, title: str)
             f" Seed-set agreement: the task-averaged difference on seeds {meta['seed_sets'][0]} against "
             f"{meta['seed_sets'][1]}; they agree if their gap is within two standard errors of the gap."
         )
+    noise = noise_figures(summary)
+    lines += [
+        f"Noise: the largest standard error of a task-averaged paired difference is {noise['mean_sem_max']:.2f} pt "
+        f"(of one task's: {noise['task_sem_max']:.2f} pt); {noise['agree']} of {noise['compared']} seed-set "
+        "comparisons agree within two standard errors.",
+        "",
+        "Cost (core-minutes: each configuration's training runs summed over tasks, seeds and folds, plus "
+        "extracting and stacking its features when this invocation did; on 2 otherwise idle cores the wall "
+        "time is about half): "
+        + "; ".join(
+            f"{name} {(meta['config_seconds'][name] + meta['feature_seconds'].get(name, 0.0)) / 60:.1f}"
+            for name in summary
+        )
+        + ".",
+        "",
+    ]
     header = "| configuration | " + " | ".join(tasks) + " | mean |"
     rule = "| --- |" + " --- |" * (len(tasks) + 1)
     lines += ["### Accuracy (%)", "", header, rule]
@@ -565,6 +604,7 @@ def main(argv: list[str] | None = None) -> int:
     classifier = dataclasses.replace(Classifier(), epochs=args.epochs)
 
     jobs: list[dict[str, Any]] = []
+    feature_seconds: dict[str, float] = {}
     names: dict[str, list[str]] = {t: [] for t in tasks}
     for task in tasks:
         rows = read_task(task)
@@ -581,6 +621,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, model, reduction in sets:
             t0 = time.perf_counter()
             path, key = feature_set(task, model, reduction, rows, jobs=args.jobs)
+            feature_seconds[name] = feature_seconds.get(name, 0.0) + time.perf_counter() - t0
             print(f"{task:9s} {name:24s} features ready ({time.perf_counter() - t0:.0f} s)", flush=True)
             names[task].append(name)
             for seed in seeds:
@@ -663,6 +704,10 @@ def main(argv: list[str] | None = None) -> int:
         "trained": len(todo),
         "cached": len(cached),
         "run_seconds": sum(r["seconds"] for r in all_runs),
+        "config_seconds": {
+            name: sum(r["seconds"] for r in all_runs if r["config"] == name) for name in dict.fromkeys(summary)
+        },
+        "feature_seconds": feature_seconds,
         "json": json_path.name,
     }
     json_path.parent.mkdir(parents=True, exist_ok=True)

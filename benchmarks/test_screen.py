@@ -110,3 +110,20 @@ def test_halves() -> None:
     assert screen.halves([5, 4, 6]) == ([4], [5, 6])
     with pytest.raises(ValueError):
         screen.halves([1])
+
+
+def test_noise_figures_take_the_worst_standard_error_and_count_agreements() -> None:
+    def stats(sem: float) -> dict[str, float]:
+        return {"mean": 0.0, "sem": sem, "runs": 16}
+
+    summary = {
+        "x-0.5": {
+            "tasks": {"a": {"vs": {"none": stats(0.6)}}, "b": {"vs": {"none": stats(0.9)}}},
+            "mean": {"vs": {"none": stats(0.3)}, "seed_sets": {"none": {"agree": True}}},
+        },
+        "y-0.5": {
+            "tasks": {"a": {"vs": {"none": stats(0.2)}}, "b": {"vs": {"none": stats(0.1)}}},
+            "mean": {"vs": {"none": stats(0.45)}, "seed_sets": {"none": {"agree": False}}},
+        },
+    }
+    assert screen.noise_figures(summary) == {"mean_sem_max": 0.45, "task_sem_max": 0.9, "agree": 1, "compared": 2}
