@@ -22,6 +22,7 @@ _COMMANDS = {
     "inspect": "inspect:inspect_command",
     "train": "train:train_command",
     "models": "models:models_command",
+    "export": "export:export_command",
 }
 
 
