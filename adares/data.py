@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from adares.errors import ParameterError
 from adares.features import Features, load_features
-from adares.store import MANIFEST_NAME, read_hdf5_features, read_jsonl
+from adares.store import MANIFEST_NAME, Manifest
 
 __all__ = ["FeatureDataset", "collate"]
 
@@ -56,11 +56,7 @@ class FeatureDataset(Dataset):
         if not manifest.is_file():
             raise ParameterError(f"no {MANIFEST_NAME} at {path}: is this an `adares extract` output folder?")
         self.root = manifest.parent
-        latest: dict[str, dict[str, Any]] = {}
-        for record in read_jsonl(manifest):
-            if isinstance(record.get("source"), str) and record.get("status") in ("ok", "skipped", "failed"):
-                latest[record["source"]] = record
-        records = [r for r in latest.values() if r["status"] in ("ok", "skipped")]
+        records = list(Manifest(manifest).done().values())
         if labels is not None:
             label_of: Labeller = labels if callable(labels) else (lambda r: labels.get(r["source"]))
             records = [r | {"label": label_of(r)} for r in records]
@@ -82,9 +78,14 @@ class FeatureDataset(Dataset):
         return len(self.records)
 
     def features(self, index: int) -> Features:
-        """The :class:`Features` of item ``index``."""
-        path = self.root / self.records[index]["output"]
-        return read_hdf5_features(path) if path.suffix == ".h5" else load_features(path)
+        """The :class:`Features` of item ``index``, in whichever layout it was written.
+
+        Raises
+        ------
+        FeatureFileError
+            If its file is missing or corrupt.
+        """
+        return load_features(self.root / self.records[index]["output"])
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         """One item: ``mel`` [T', F] float32, ``spans`` [T', 2] int64, ``length``, ``id``, ``label``."""

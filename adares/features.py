@@ -4,7 +4,7 @@ A :class:`Features` holds what one audio file became: ``mel`` (one row per outpu
 ``spans`` (the ``[start, end)`` sample range each row covers, integers so times never drift),
 the importance ``scores`` of the fine frames when a compressor ran, and ``meta`` (every setting
 that produced them). On disk it is one ``.npz`` with the keys ``mel``, ``spans``, ``scores``
-(when present) and ``meta`` (a JSON string), as DESIGN.md specifies.
+(when present) and ``meta`` (a JSON string), as docs/design.md specifies.
 """
 
 from __future__ import annotations
@@ -212,12 +212,13 @@ def require_finite(features: Features) -> None:
 
 
 def load_features(path: str | os.PathLike[str]) -> Features:
-    """Read a ``.npz`` feature file written by :meth:`Features.save` or ``adares extract``.
+    """Read a feature file written by :meth:`Features.save` or ``adares extract``, in either layout.
 
     Parameters
     ----------
     path : str or os.PathLike
-        The ``.npz`` file.
+        A ``.npz`` file, or an HDF5 file (``.h5`` or ``.hdf5``, written with ``format="hdf5"``;
+        reading it needs ``h5py``).
 
     Returns
     -------
@@ -226,23 +227,52 @@ def load_features(path: str | os.PathLike[str]) -> Features:
     Raises
     ------
     FeatureFileError
-        If the file is missing, corrupt, or lacks the keys ``mel``, ``spans`` and ``meta``.
+        If the file is missing, corrupt, or not an adares feature file (it lacks ``mel``,
+        ``spans`` or ``meta``); the message names the path and the reason.
     """
+    hdf5 = os.path.splitext(path)[1].lower() in _HDF5_SUFFIXES
     try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = {"mel", "spans", "meta"} - set(data.files)
-            if missing:
-                raise FeatureFileError(f"{path}: not an adares feature file (missing {', '.join(sorted(missing))})")
-            meta = json.loads(str(data["meta"]))
-            scores = data["scores"] if "scores" in data.files else None
-            return Features(mel=data["mel"], spans=data["spans"], scores=scores, meta=meta)
+        return _read_hdf5(path) if hdf5 else _read_npz(path)
     except FeatureFileError:
         raise
     except FileNotFoundError:
         raise FeatureFileError(f"{path}: file not found") from None
-    except (OSError, ValueError, zipfile.BadZipFile, json.JSONDecodeError, EOFError) as error:
+    except (OSError, ValueError, TypeError, KeyError, zipfile.BadZipFile, EOFError) as error:
+        # json.JSONDecodeError is a ValueError; h5py reports a corrupt file as an OSError.
         reason = " ".join(str(error).split()) or type(error).__name__
         raise FeatureFileError(f"{path}: cannot read feature file ({reason})") from None
+
+
+_HDF5_SUFFIXES = (".h5", ".hdf5")
+
+
+def _read_npz(path: str | os.PathLike[str]) -> Features:
+    with np.load(path, allow_pickle=False) as data:
+        _require_keys(path, arrays=data.files, attributes=data.files)
+        meta = json.loads(str(data["meta"]))
+        scores = data["scores"] if "scores" in data.files else None
+        return Features(mel=data["mel"], spans=data["spans"], scores=scores, meta=meta)
+
+
+def _read_hdf5(path: str | os.PathLike[str]) -> Features:
+    """The HDF5 layout of ``adares.store.write_features``: datasets ``mel``, ``spans``, ``scores``
+    (when present), and ``meta`` (a JSON string) as a file attribute."""
+    try:
+        import h5py  # optional: only HDF5 files need it
+    except ImportError:
+        raise FeatureFileError(f"{path}: reading an HDF5 feature file needs h5py: pip install 'adares[hdf5]'") from None
+    with h5py.File(path, "r") as h5:
+        _require_keys(path, arrays=h5.keys(), attributes=h5.attrs.keys())
+        scores = np.asarray(h5["scores"]) if "scores" in h5 else None
+        meta = json.loads(h5.attrs["meta"])
+        return Features(mel=np.asarray(h5["mel"]), spans=np.asarray(h5["spans"]), scores=scores, meta=meta)
+
+
+def _require_keys(path: str | os.PathLike[str], *, arrays: Any, attributes: Any) -> None:
+    """Raise FeatureFileError naming what an adares feature file must hold and this one lacks."""
+    missing = ({"mel", "spans"} - set(arrays)) | ({"meta"} - set(attributes))
+    if missing:
+        raise FeatureFileError(f"{path}: not an adares feature file (missing {', '.join(sorted(missing))})")
 
 
 def uniform_spans(num_frames: int, *, hop_samples: int, num_samples: int, offset_samples: int = 0) -> np.ndarray:

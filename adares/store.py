@@ -1,8 +1,8 @@
 """Where features go on disk: output paths, feature writers, and the JSONL manifest.
 
-The manifest is append-only: one JSON object per line, written and flushed as each file finishes,
-so a run killed at any moment keeps the record of everything it completed. A line cut short by the
-kill is ignored when reading, and the next run starts on a fresh line.
+The manifest (:class:`Manifest`) is append-only: one JSON object per line, written and flushed as
+each file finishes, so a run killed at any moment keeps the record of everything it completed. A
+line cut short by the kill is ignored when reading, and the next run starts on a fresh line.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-import numpy as np
-
 from adares.atomic import atomic_open, atomic_write_text
 from adares.errors import ParameterError
 from adares.features import Features, require_finite
@@ -26,6 +24,7 @@ __all__ = [
     "FAILURES_NAME",
     "output_paths",
     "write_features",
+    "Manifest",
     "JsonlWriter",
     "read_jsonl",
     "rewrite_jsonl",
@@ -86,17 +85,6 @@ def write_features(features: Features, path: str | os.PathLike[str], *, format: 
         if features.scores is not None:
             h5.create_dataset("scores", data=features.scores)
         h5.attrs["meta"] = json.dumps(features.meta, sort_keys=True)
-
-
-def read_hdf5_features(path: str | os.PathLike[str]) -> Features:
-    """Read a feature file written with ``format="hdf5"``."""
-    import h5py
-
-    with h5py.File(path, "r") as h5:
-        scores = np.asarray(h5["scores"]) if "scores" in h5 else None
-        return Features(
-            mel=np.asarray(h5["mel"]), spans=np.asarray(h5["spans"]), scores=scores, meta=json.loads(h5.attrs["meta"])
-        )
 
 
 def _suffix(format: str) -> str:
@@ -175,3 +163,98 @@ def read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
 def rewrite_jsonl(path: str | os.PathLike[str], records: Iterable[dict[str, Any]]) -> None:
     """Replace a JSONL file's content with ``records``, atomically."""
     atomic_write_text(path, "".join(json.dumps(record, sort_keys=True) + "\n" for record in records))
+
+
+_DONE = ("ok", "skipped")
+"""Statuses of a record that leave a finished feature file behind."""
+_STATUSES = (*_DONE, "failed")
+
+
+class Manifest:
+    """The record of an output folder: ``manifest.jsonl``, one record per file and run.
+
+    Holds every record read from the file and every record appended since, so the latest state
+    of each source is known without reading the file back. Records are appended only while the
+    manifest is open (``with manifest:``), each one flushed as it is written. The failure report
+    beside it (``failures.jsonl``) gets each failed record as it is appended, and is reduced to
+    the sources whose latest record is a failure by :meth:`compact_failures`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The ``manifest.jsonl`` file; a missing file is an empty manifest.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.failures_path = self.path.with_name(FAILURES_NAME)
+        self.records: list[dict[str, Any]] = list(read_jsonl(self.path))
+        self._writers: tuple[JsonlWriter, JsonlWriter] | None = None
+
+    @classmethod
+    def of(cls, folder: str | os.PathLike[str]) -> Manifest:
+        """The manifest of an output folder."""
+        return cls(Path(folder) / MANIFEST_NAME)
+
+    def latest(self, *, config: str | None = None) -> dict[str, dict[str, Any]]:
+        """The latest record of each source (ok, skipped or failed), in order of first appearance.
+
+        Parameters
+        ----------
+        config : str, optional
+            Consider only the records made with this configuration hash.
+        """
+        latest: dict[str, dict[str, Any]] = {}
+        for record in self.records:
+            source = record.get("source")
+            if isinstance(source, str) and record.get("status") in _STATUSES:
+                if config is None or record.get("config") == config:
+                    latest[source] = record
+        return latest
+
+    def done(self, *, config: str | None = None) -> dict[str, dict[str, Any]]:
+        """The sources whose latest record left a finished feature file (ok or skipped), with that record."""
+        return {source: record for source, record in self.latest(config=config).items() if record["status"] in _DONE}
+
+    def failure_report(self) -> list[dict[str, Any]]:
+        """``source``, ``error`` and ``run`` of every source whose latest record is a failure."""
+        return [
+            {"source": source, "error": record.get("error"), "run": record.get("run")}
+            for source, record in self.latest().items()
+            if record["status"] == "failed"
+        ]
+
+    def clear(self) -> None:
+        """Forget every record: empty the manifest and the failure report on disk."""
+        rewrite_jsonl(self.path, [])
+        rewrite_jsonl(self.failures_path, [])
+        self.records = []
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Append one record (flushed at once); a failed one goes to the failure report too."""
+        if self._writers is None:
+            raise ParameterError(f"{self.path} is not open for writing: append inside `with manifest:`")
+        manifest, failures = self._writers
+        manifest.write(record)
+        self.records.append(record)
+        if record.get("status") == "failed":
+            failures.write({"source": record["source"], "error": record["error"], "run": record.get("run")})
+
+    def compact_failures(self) -> None:
+        """Rewrite the failure report from the latest state (files fixed since drop out)."""
+        rewrite_jsonl(self.failures_path, self.failure_report())
+
+    def __enter__(self) -> Manifest:
+        manifest = JsonlWriter(self.path)
+        try:
+            self._writers = (manifest, JsonlWriter(self.failures_path))
+        except BaseException:
+            manifest.close()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._writers is not None:
+            for writer in self._writers:
+                writer.close()
+            self._writers = None

@@ -69,11 +69,7 @@ def inspect_command(
 
 
 def _read(path: Path) -> Features:
-    if path.suffix.lower() == ".h5":
-        from adares.store import read_hdf5_features
-
-        return read_hdf5_features(path)
-    return load_features(path)
+    return load_features(path)  # either layout, .npz or HDF5
 
 
 def _frontend_kwargs(features: Features) -> dict:

@@ -64,3 +64,16 @@ def test_errors(tmp_path):
         FeatureDataset(tmp_path)
     with pytest.raises(ParameterError, match="empty"):
         collate([])
+
+
+def test_hdf5_features_load_like_npz(tmp_path):
+    pytest.importorskip("h5py")
+    make_corpus(tmp_path / "in", count=2, corrupt=False)
+    for format in ("npz", "hdf5"):
+        config = ExtractConfig(frontend={"n_mels": 40}, model="none", format=format)
+        extract(tmp_path / "in", tmp_path / format, config=config, jobs=1)
+    npz, hdf5 = FeatureDataset(tmp_path / "npz"), FeatureDataset(tmp_path / "hdf5")
+    assert [r["output"][-3:] for r in hdf5.records] == [".h5", ".h5"]
+    for index in range(2):
+        torch.testing.assert_close(hdf5[index]["mel"], npz[index]["mel"])
+        assert hdf5.features(index).meta == npz.features(index).meta
