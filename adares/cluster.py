@@ -22,7 +22,7 @@ from adares.errors import ParameterError
 __all__ = ["DaskRun", "dask_executor", "SCHEDULER_ENV"]
 
 SCHEDULER_ENV = "ADARES_SCHEDULER"
-"""Environment variable naming a Dask scheduler address, used when ``--scheduler`` is not given."""
+"""Environment variable naming a Dask scheduler address, used when none is given (``scheduler``, ``--scheduler``)."""
 
 
 @dataclass(frozen=True)
@@ -88,14 +88,17 @@ def dask_executor(
         ) from None
     scheduler = scheduler or os.environ.get(SCHEDULER_ENV) or None
     if (scheduler is None) == (local_workers is None):
-        raise ParameterError("give either a scheduler address (--scheduler / $ADARES_SCHEDULER) or --dask-workers N")
+        raise ParameterError(
+            f"give either scheduler (--scheduler, or ${SCHEDULER_ENV}) or local_workers (--dask-workers), "
+            "exactly one of them"
+        )
     if retries < 0:
         raise ParameterError(f"retries must be non-negative, got {retries}")
 
     with contextlib.ExitStack() as stack:
         if local_workers is not None:
             if local_workers < 1:
-                raise ParameterError(f"--dask-workers must be at least 1, got {local_workers}")
+                raise ParameterError(f"local_workers (--dask-workers) must be at least 1, got {local_workers}")
             cluster = stack.enter_context(
                 LocalCluster(
                     n_workers=local_workers,

@@ -1,16 +1,15 @@
 """What the fork server of the local worker pool imports, and how it ends.
 
 :func:`adares.workers.local_pool` names this module as the fork server's only preload. Importing
-it there loads the pipeline and the extractor (torch with them) once, so every worker forked
-from the server starts with them loaded.
+it there loads the worker side of the pipeline and the extractors it builds (torch with them)
+once, so every worker forked from the server starts with them loaded.
 
 It also makes the server skip the interpreter's clean-up when it ends. The server only forks
 workers; it holds no files, buffers or results, and the process that started it owns its
-socket. Tearing down torch's modules nevertheless took 0.5-0.6 s of a core here, after
-``adares extract`` had already returned, and the server keeps the command's standard output and
-error open meanwhile, so a caller reading them (``subprocess.run(..., capture_output=True)``,
-a pipe to ``tee``) waited that long for the end of the output. Workers are unaffected: they end
-through ``os._exit`` already.
+socket. Tearing down torch's modules would nevertheless keep a core busy after ``extract`` had
+returned, and the server holds the command's standard output and error open meanwhile, so a
+caller reading them (``subprocess.run(..., capture_output=True)``, a pipe to ``tee``) would wait
+for the end of the output. Workers are unaffected: they end through ``os._exit`` already.
 
 Imported anywhere else (documentation tools, a curious user), it only imports the two modules.
 """
@@ -22,8 +21,8 @@ import os
 import sys
 from multiprocessing import forkserver
 
+import adares.pipeline.worker  # noqa: F401 - preloaded for the workers
 import adares.registry  # noqa: F401 - preloaded for the workers
-import adares.pipeline  # noqa: F401 - preloaded for the workers
 
 __all__ = ["imported_by_fork_server"]
 

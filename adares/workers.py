@@ -1,8 +1,8 @@
 """The local worker processes of ``extract``: how they start and how each one is set up.
 
 Standard library only, so the process that plans a run can start the workers before it imports
-anything heavy: the workers' own start-up (importing torch, about 2 s) then overlaps the
-planning (finding the files, reading the manifest and the headers).
+anything heavy: the workers' own start-up (importing torch, the longest part of a short run) then
+overlaps the planning (finding the files, reading the manifest and the headers).
 """
 
 from __future__ import annotations
@@ -16,7 +16,15 @@ import signal
 import threading
 from collections.abc import Iterator
 
-__all__ = ["keep_freed_memory", "limit_threads", "local_pool", "start_fork_server", "stop_fork_server", "worker_count"]
+__all__ = [
+    "fork_server",
+    "keep_freed_memory",
+    "limit_threads",
+    "local_pool",
+    "start_fork_server",
+    "stop_fork_server",
+    "worker_count",
+]
 
 _PRELOAD = ["adares.worker_server"]
 """Imported once by the fork server: the pipeline and torch, so every worker starts with them
@@ -62,9 +70,9 @@ def _ctrl_c_ignored() -> Iterator[None]:
     """Ignore SIGINT in this process for the block (in the main thread; elsewhere a no-op).
 
     A process started meanwhile inherits the disposition, and Python keeps an inherited SIGINT
-    ignored. Ctrl-C reaches the whole process group; the fork server must not answer it: while
-    importing torch it printed a traceback of its own, and the command, which does handle it,
-    stops the server anyway.
+    ignored. Ctrl-C reaches the whole process group; the fork server must not answer it: in the
+    middle of importing torch it would print a traceback of its own, and the run, which does
+    handle it, stops the server anyway.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -80,16 +88,16 @@ def stop_fork_server() -> None:
     """End the fork server now, also in the middle of its imports; for a process about to exit.
 
     A run that finds everything already done never uses the server it started early; left
-    alone, the server would go on importing torch for two seconds after the command returned,
-    a core busy for nothing, with the command's output still open. A pool made later starts a
-    new server. No-op where no server runs.
+    alone, the server would go on importing torch after the run returned, a core busy for
+    nothing, with the command's output still open. A pool made later starts a new server.
+    No-op where no server runs.
     """
     if _context().get_start_method() != "forkserver":
         return
     from multiprocessing import forkserver
 
     # Private names of the standard library's server (3.10-3.14); missing, the server is left
-    # to end by itself when this process exits, as before.
+    # to end by itself when this process exits.
     server = getattr(forkserver, "_forkserver", None)
     pid, stop = getattr(server, "_forkserver_pid", None), getattr(server, "_stop", None)
     if pid is None or stop is None:
@@ -99,14 +107,41 @@ def stop_fork_server() -> None:
     stop()  # closes its pipe, reaps it and forgets it, as the standard library's own tests do
 
 
+@contextlib.contextmanager
+def fork_server(*, start: bool = True) -> Iterator[None]:
+    """Run the fork server for the block: started first, so its imports (torch) overlap the
+    block's own work, and ended after, so no process is left behind importing or idle.
+
+    A server already running when the block begins is used and left running.
+
+    Parameters
+    ----------
+    start : bool
+        False makes the block run without a server (a run whose work stays in this process or
+        goes to another executor).
+    """
+    if not start or _context().get_start_method() != "forkserver":
+        yield
+        return
+    from multiprocessing import forkserver
+
+    already_running = getattr(getattr(forkserver, "_forkserver", None), "_forkserver_pid", None) is not None
+    start_fork_server()
+    try:
+        yield
+    finally:
+        if not already_running:
+            stop_fork_server()
+
+
 def local_pool(workers: int) -> cf.ProcessPoolExecutor:
     """A process pool of ``workers`` processes, each set up by :func:`_init_worker`."""
     return cf.ProcessPoolExecutor(max_workers=workers, mp_context=_context(), initializer=_init_worker)
 
 
 def _init_worker() -> None:
-    # Ctrl-C reaches the whole process group; the command handles it for its workers (they
-    # finish the file in hand and stop), so a worker does not print a traceback of its own.
+    # Ctrl-C reaches the whole process group; the run that owns the pool handles it for its
+    # workers (it shuts the pool down), so a worker does not print a traceback of its own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     limit_threads()
     keep_freed_memory()
@@ -125,13 +160,12 @@ def keep_freed_memory() -> bool:
     """Make glibc's malloc reuse freed buffers in this worker instead of unmapping them at once.
 
     A worker allocates and frees the same few multi-megabyte buffers (a group's STFT, power and
-    mel) for every group of files. With glibc's adaptive thresholds they kept being returned to
-    the kernel and mapped afresh, zero-filled page by page: 1.5 million minor page faults for
-    1,200 one-second files, and the STFT took 0.7 ms a file instead of 0.2 ms; a whole run of
-    ``bench_extract`` took a fifth longer. Fixed thresholds keep them in the heap (49,000 faults);
-    a worker's memory stays bounded by its largest group. Only processes adares owns call this:
-    its workers, and the ``adares`` command (which may run the work itself, ``--jobs 1``), never
-    a library caller's process.
+    mel) for every group of files. With glibc's adaptive thresholds they are returned to the
+    kernel and mapped afresh, zero-filled page by page, for every group; fixed thresholds keep
+    them in the heap, and a worker's memory stays bounded by its largest group. Only processes
+    adares owns call this: its workers, and a run told that the calling process is its own
+    (``extract(..., dedicated_process=True)``, as the ``adares`` command does, which may run the
+    work itself with ``--jobs 1``), never a library caller's process otherwise.
 
     Returns
     -------

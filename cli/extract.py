@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from adares.extensions import AUDIO_EXTENSIONS
-from adares.workers import keep_freed_memory, start_fork_server, stop_fork_server, worker_count
 
 if TYPE_CHECKING:
     from adares.pipeline import Summary
@@ -100,14 +99,10 @@ def extract_command(
     OUT/failures.jsonl (every file that could not be read, with the reason). Rerunning the same
     command skips files already done. Exit status: 0 all done, 1 some files failed, 2 bad usage.
     """
-    own_workers = scheduler is None and dask_workers is None and worker_count(jobs) > 1
-    if own_workers:
-        # First of all: the workers' start-up (importing torch, ~2 s) then runs while this process
-        # imports numpy and plans the run (measured: the run ends 0.1-0.35 s sooner).
-        start_fork_server()
+    # Imported here, not at the top, so `--help` stays quick; it imports no numpy either, so
+    # extract() starts its workers before this process's own heavy imports.
     from adares.pipeline import ExtractConfig, extract
 
-    keep_freed_memory()  # this process may run the work itself (--jobs 1)
     settings = {"sr": sr, "hop": hop, "win": win, "n_fft": n_fft, "n_mels": n_mels, "fmin": fmin, "fmax": fmax}
     config = ExtractConfig(
         # unset values are left to the preset's defaults (recorded resolved in every file's meta)
@@ -129,6 +124,7 @@ def extract_command(
         fail_fast=fail_fast,
         on_plan=progress.plan,
         on_record=progress.update,
+        dedicated_process=True,
     )
     try:
         if scheduler is None and dask_workers is None:
@@ -145,8 +141,6 @@ def extract_command(
                 summary = run(jobs=dask.threads, executor=dask.executor)
     finally:
         progress.close()
-        if own_workers:
-            stop_fork_server()  # not left importing torch after a run that had nothing to do
     if not quiet:
         click.echo(format_summary(summary), err=True)
     sys.exit(summary.exit_code)

@@ -133,28 +133,6 @@ run("extract", {str(root)!r}, {str(tmp_path / "out")!r}, "--model", "none", "-j"
     assert [line for line in python_output(script) if line in ("None", "True", "False")] == ["None", "True"]
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="no fork server")
-def test_extract_leaves_no_fork_server_running(tmp_path):
-    # Also not after a rerun with nothing to do, whose server is still importing torch when the
-    # run ends: it would keep a core busy, and the command's output open, for seconds.
-    root = tmp_path / "in"
-    make_corpus(root, count=2, corrupt=False)
-    script = f"""
-from multiprocessing import forkserver
-from adares.cli.main import main
-
-for _ in ("first run", "rerun with nothing to do"):
-    try:
-        main([
-            "extract", {str(root)!r}, {str(tmp_path / "out")!r}, "--model", "none", "-j", "2", "-q"
-        ], standalone_mode=False)
-    except SystemExit as end:
-        assert not end.code, end.code
-    print(forkserver._forkserver._forkserver_pid is None)
-"""
-    assert python_output(script) == ["True", "True"]
-
-
 def _fork_servers_of(pid: int) -> list[int]:
     """The fork servers among the children of process ``pid`` (Linux: read from /proc)."""
     servers = []

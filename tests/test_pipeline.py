@@ -90,7 +90,7 @@ def test_rerun_skips_done_files_and_retries_failed(corpus, tmp_path):
 def test_other_configuration_is_refused_unless_overwrite(corpus, tmp_path):
     out = tmp_path / "out"
     extract(corpus, out, config=config(), jobs=1)
-    with pytest.raises(ConfigMismatchError, match="another configuration"):
+    with pytest.raises(ConfigMismatchError, match=r"another configuration.*overwrite=True \(--overwrite\)"):
         extract(corpus, out, config=config(hop="10ms"), jobs=1)
     summary = extract(corpus, out, config=config(hop="10ms"), jobs=1, overwrite=True)
     assert (summary.done, summary.skipped) == (6, 0)
@@ -204,7 +204,7 @@ def test_bad_settings_checked_by_a_worker_raise_here_and_write_nothing(corpus, t
 
 def test_with_a_pool_this_process_never_imports_torch(corpus, tmp_path):
     # The workers build the extractor and send its settings back; this process only plans and
-    # writes the manifest, so its start-up does not wait for torch (about 2 s).
+    # writes the manifest, so its start-up does not wait for torch.
     script = (
         "import sys\n"
         "from adares.pipeline import ExtractConfig, extract\n"
@@ -213,6 +213,31 @@ def test_with_a_pool_this_process_never_imports_torch(corpus, tmp_path):
         "print(summary.done, summary.failed, 'torch' in sys.modules)\n"
     )
     assert python_output(script) == ["6", "1", "False"]
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no fork server")
+def test_the_fork_server_starts_before_numpy_and_ends_with_the_run(corpus, tmp_path):
+    # Its imports (torch) are the longest part of a short run: they must overlap this process's
+    # own (numpy). Once the run returns, no server is left, also not after a rerun with nothing
+    # to do, whose server is still importing torch when the run ends.
+    script = (
+        "import sys\n"
+        "from multiprocessing import forkserver\n"
+        "class Watch:\n"
+        "    server_running = None\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'numpy' and Watch.server_running is None:\n"
+        "            Watch.server_running = forkserver._forkserver._forkserver_pid is not None\n"
+        "sys.meta_path.insert(0, Watch())\n"
+        "from adares.pipeline import ExtractConfig, extract\n"
+        "print('numpy' in sys.modules)\n"
+        "for _ in range(2):\n"
+        f"    extract({str(corpus)!r}, {str(tmp_path / 'out')!r}, "
+        "config=ExtractConfig(frontend={'n_mels': 40}, model='none'), jobs=2)\n"
+        "    print(forkserver._forkserver._forkserver_pid)\n"
+        "print(Watch.server_running)\n"
+    )
+    assert python_output(script) == ["False", "None", "None", "True"]
 
 
 def test_a_hop_or_window_off_the_sample_grid_is_refused_before_any_worker_starts(corpus, tmp_path):
@@ -296,7 +321,7 @@ def test_killed_worker_is_replaced_and_every_good_file_finishes(tmp_path):
 
     summary = extract(root, out, config=config(), jobs=2, batch_size=1, on_record=kill_a_worker)
     assert killed
-    # this failed twice in ~25 runs of one afternoon and passed since: say what happened if it does again
+    # a rare failure must say what happened: the summary and the manifest
     assert (summary.done, summary.failed, summary.skipped) == (40, 1, 0), (summary, manifest(out))
     assert len(list(out.rglob("*.npz"))) == 40, sorted(p.name for p in out.rglob("*"))
 
@@ -309,7 +334,7 @@ def test_thread_safety_of_progress_callbacks_not_required(corpus, tmp_path):
 
 
 def test_files_computed_in_groups_equal_files_computed_alone(tmp_path, monkeypatch):
-    import adares.pipeline as pipeline
+    from adares.pipeline import worker
 
     root = tmp_path / "in"
     for i, seconds in enumerate([0.3, 0.31, 0.5, 0.52, 0.05, 1.4, 0.33]):
@@ -317,7 +342,7 @@ def test_files_computed_in_groups_equal_files_computed_alone(tmp_path, monkeypat
         folder.mkdir(parents=True, exist_ok=True)
         sf.write(folder / f"c{i}.wav", synth(seconds, seed=i), SR)
     (root / "d0" / "broken.wav").write_text("not audio")
-    monkeypatch.setattr(pipeline, "_BATCH_MAX_SECONDS", 1.0)  # the 1.4 s file goes alone
+    monkeypatch.setattr(worker, "_BATCH_MAX_SECONDS", 1.0)  # the 1.4 s file goes alone
     for model in ("none", "flux", "default"):
         cfg = ExtractConfig(frontend=SMALL, model=model, reduction=0.75)
         out = tmp_path / f"out-{model}"
@@ -368,7 +393,7 @@ def test_cuda_workers_write_the_cpu_features(corpus, tmp_path):
 
 def test_a_rerun_with_nothing_to_do_resolves_its_configuration_without_torch(tmp_path):
     # The manifest records the hash of the request (settings as given) next to the resolved
-    # configuration hash, so a no-op rerun need not build the extractor (import torch, ~2 s).
+    # configuration hash, so a no-op rerun need not build the extractor (nor import torch).
     make_corpus(tmp_path / "in", corrupt=False)
     first = extract(tmp_path / "in", tmp_path / "out", config=config(), jobs=1)
     for jobs in (1, 2):

@@ -98,3 +98,25 @@ def test_stopping_without_the_standard_librarys_private_server_does_nothing(monk
     finally:
         stand_in.kill()
         stand_in.wait()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no fork server")
+def test_the_fork_server_runs_for_the_block_and_one_already_running_is_left_running():
+    script = (
+        "from multiprocessing import forkserver\n"
+        "from adares.workers import fork_server, start_fork_server, stop_fork_server\n"
+        "def pid():\n"
+        "    return forkserver._forkserver._forkserver_pid\n"
+        "with fork_server(start=False):\n"
+        "    print(pid())\n"
+        "with fork_server():\n"
+        "    print(pid() is not None)\n"
+        "print(pid())\n"
+        "start_fork_server()\n"
+        "mine = pid()\n"
+        "with fork_server():\n"
+        "    pass\n"
+        "print(pid() == mine)\n"
+        "stop_fork_server()\n"
+    )
+    assert python_output(script) == ["None", "True", "None", "True"]
