@@ -32,9 +32,27 @@ import soundfile as sf
 from adares.errors import AudioDecodeError, ParameterError
 from adares.extensions import AUDIO_EXTENSIONS
 
-__all__ = ["AudioInfo", "info", "load", "AUDIO_EXTENSIONS", "MAX_ABS_SAMPLE", "out_of_range_reason"]
+__all__ = [
+    "AudioInfo",
+    "info",
+    "load",
+    "AUDIO_EXTENSIONS",
+    "MAX_ABS_SAMPLE",
+    "MIN_SAMPLE_RATE",
+    "MAX_SAMPLE_RATE",
+    "out_of_range_reason",
+]
 
 _BLOCK_FRAMES = 1 << 18  # 262,144 frames: 5.5 s at 48 kHz, a few MB per block
+# Samples (frames x channels) per block at most: a header declaring hundreds of channels must not
+# make one read allocate gigabytes. Up to 8 channels the block is _BLOCK_FRAMES frames.
+_BLOCK_SAMPLES = 8 * _BLOCK_FRAMES
+
+MIN_SAMPLE_RATE = 1000
+"""Lowest file rate accepted, in Hz. A corrupt header can declare 1 Hz, and resampling that file to
+16 kHz would turn each byte into thousands of samples (a 16 kB file into 256 MB)."""
+MAX_SAMPLE_RATE = 1_000_000
+"""Highest file rate accepted, in Hz (above the 768 kHz of the fastest audio converters)."""
 
 MAX_ABS_SAMPLE = 2.0**31
 """Largest sample magnitude adares accepts: the 32-bit PCM scale, the largest integer scale a float
@@ -191,9 +209,16 @@ def _decode(
     file_sr, channels, declared = int(handle.samplerate), int(handle.channels), int(handle.frames)
     if channel is not None and channel >= channels:
         raise AudioDecodeError(path, f"has {channels} channel(s), channel {channel} was requested")
+    if not MIN_SAMPLE_RATE <= file_sr <= MAX_SAMPLE_RATE:
+        raise AudioDecodeError(
+            path,
+            f"implausible sample rate in the header: {file_sr} Hz (1 kHz to 1 MHz is accepted); "
+            "the header is probably corrupt",
+        )
     _check_wav_truncation(path, file_sr=file_sr)
     if declared == 0:
         raise AudioDecodeError(path, "no audio samples (0 frames)")
+    block_frames = max(1, min(_BLOCK_FRAMES, _BLOCK_SAMPLES // channels))
 
     target_sr = file_sr if sr is None else sr
     keep_channels = channel is None and not mono
@@ -202,14 +227,14 @@ def _decode(
     frames_read = 0
     while True:
         try:
-            block = handle.read(_BLOCK_FRAMES, dtype="float32", always_2d=True)
+            block = handle.read(block_frames, dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError) as error:
             raise AudioDecodeError(
                 path,
                 f"truncated or corrupt: header says {declared / file_sr:.3g} s, decoding failed after "
                 f"{frames_read / file_sr:.3g} s ({_libsndfile_reason(error)})",
             ) from None
-        last = len(block) < _BLOCK_FRAMES
+        last = len(block) < block_frames
         if len(block):
             _check_samples(block, path=path, offset_frames=frames_read, sr=file_sr)
             frames_read += len(block)
@@ -230,6 +255,8 @@ def _decode(
         raise AudioDecodeError(
             path, f"truncated: header says {declared / file_sr:.3g} s, {frames_read / file_sr:.3g} s present"
         )
+    if not pieces:  # a few frames at a high rate can resample to nothing
+        raise AudioDecodeError(path, f"no audio samples at {target_sr} Hz ({frames_read} frames at {file_sr} Hz)")
     samples = np.concatenate(pieces, axis=0) if len(pieces) > 1 else pieces[0]
     samples = np.ascontiguousarray(samples.T if keep_channels else samples[:, 0], dtype=np.float32)
     return samples, target_sr
@@ -320,6 +347,16 @@ def _check_wav_truncation(path: str | os.PathLike[str], *, file_sr: int) -> None
         raise AudioDecodeError(path, f"cannot read: {error.strerror}") from None
 
 
+# libsndfile messages that mislead or say nothing about the file, and what they mean here
+_CLEARER_REASONS = {
+    # the file was checked to exist and be regular: the MPEG reader says this of a stream it cannot sync to
+    "File does not exist or is not a regular file (possibly a pipe?)": "malformed or unrecognised stream",
+    # the header gives a sample rate or channel count libsndfile cannot use (0, 2^31, ...)
+    "SF_INFO struct incomplete": "invalid sample rate or channel count in the header",
+    "Unspecified internal error": "malformed file; libsndfile gives no reason",
+}
+
+
 def _libsndfile_reason(error: Exception) -> str:
     text = str(error)
     for prefix in ("Error : ", "Error: "):
@@ -327,7 +364,8 @@ def _libsndfile_reason(error: Exception) -> str:
             text = text.split(prefix, 1)[1]
     if text.startswith("Error opening") and ": " in text:
         text = text.rsplit(": ", 1)[1]
-    return text.strip().rstrip(".")
+    text = text.strip().rstrip(".")
+    return _CLEARER_REASONS.get(text, text)
 
 
 def _describe_open_error(error: Exception) -> str:

@@ -195,11 +195,19 @@ def test_normalize_scores_underflowed_item_becomes_uniform():
     np.testing.assert_allclose(scores.numpy(), np.full((1, 8), 0.25), rtol=1e-6)
 
 
-@pytest.mark.parametrize("bad", [-0.5, float("nan"), float("inf")])
-def test_normalize_scores_rejects_bad_raw(bad):
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        (-0.5, r"must be non-negative, got values in \[-0.5, "),
+        # the message says where NaN scores come from and what to do, not only that they are NaN
+        (float("nan"), r"must be finite, got values in \[nan, nan\]: the importance estimator's input or weights"),
+        (float("inf"), r"must be finite, .*pass audio through adares.load or MelFrontend"),
+    ],
+)
+def test_normalize_scores_rejects_bad_raw(bad, reason):
     raw = torch.rand(1, 5)
     raw[0, 2] = bad
-    with pytest.raises(ParameterError):
+    with pytest.raises(ParameterError, match=reason):
         normalize_scores(raw, 2)
 
 

@@ -238,8 +238,16 @@ def normalize_scores(raw: Tensor, out_frames: int | Tensor, lengths: Tensor | No
     r = torch.where(mask, raw.to(torch.float64), 1.0)
     if r.numel():
         low, high = float(r.detach().min()), float(r.detach().max())
-        if not (math.isfinite(low) and math.isfinite(high)) or low < 0.0:
-            raise ParameterError(f"raw scores must be finite and non-negative, got values in [{low}, {high}]")
+        if not (math.isfinite(low) and math.isfinite(high)):
+            # Unreachable from audio adares loaded: load() and MelFrontend refuse NaN, Inf and
+            # samples whose power would overflow, so the estimator's input is finite.
+            raise ParameterError(
+                f"raw scores must be finite, got values in [{low}, {high}]: the importance estimator's input or "
+                "weights hold NaN or Inf; pass audio through adares.load or MelFrontend (both refuse non-finite "
+                "and out-of-range samples) and reload the compressor bundle if its weights were changed"
+            )
+        if low < 0.0:
+            raise ParameterError(f"raw scores must be non-negative, got values in [{low}, {high}]")
     r = torch.where(mask, r.clamp_min(_RAW_FLOOR), 0.0)
 
     with torch.no_grad():
