@@ -13,7 +13,7 @@ from .conftest import python_output
 def test_workers_reuse_freed_buffers_instead_of_faulting_in_fresh_pages():
     # A worker's loop, in miniature: a group's front end, then its arrays written to a zip in
     # memory. Minor page faults count the buffers mapped afresh from the kernel; the worker's
-    # allocator settings must cut them to a fraction (measured: 12,597 against 804).
+    # allocator settings must cut them to a fraction.
     script = (
         "import io, resource, numpy as np, torch\n"
         "from adares.frontend import MelFrontend\n"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import os
 from collections.abc import Iterable, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -182,7 +183,7 @@ def resolve_configuration(
     if described is not None:
         try:
             return Resolved(identity_hash(described.result()), request)
-        except cf.process.BrokenProcessPool:
+        except BrokenProcessPool:
             pass  # the worker died: resolved below, and the run starts new workers
     if not overwrite:
         for entry in reversed(manifest.records):

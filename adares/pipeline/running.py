@@ -13,6 +13,7 @@ import concurrent.futures as cf
 import contextlib
 import threading
 from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from adares.pipeline.config import ExtractConfig
@@ -133,7 +134,7 @@ class Runner:
                         record(entry)
                         stop = stop or (fail_fast and entry["status"] == "failed")
                     continue
-                if self.owns_pool and isinstance(error, cf.process.BrokenProcessPool):
+                if self.owns_pool and isinstance(error, BrokenProcessPool):
                     lost = [batch] + [in_flight.pop(f) for f in list(in_flight)]
                     pool.shutdown(wait=False, cancel_futures=True)
                     pool = self.pool = local_pool(self.workers)
@@ -162,9 +163,7 @@ class Runner:
 
 def _broke(described: cf.Future | None) -> bool:
     """Whether the warm-up ended with the pool broken (a worker died, or it could not start)."""
-    return (
-        described is not None and described.done() and isinstance(described.exception(), cf.process.BrokenProcessPool)
-    )
+    return described is not None and described.done() and isinstance(described.exception(), BrokenProcessPool)
 
 
 def _warm_up(pool: cf.Executor, workers: int, config: ExtractConfig, described: cf.Future) -> None:
@@ -188,7 +187,7 @@ def _warm_up(pool: cf.Executor, workers: int, config: ExtractConfig, described: 
         for _ in range(workers - 1):
             pool.submit(prepare, config)
     except Exception as error:  # noqa: BLE001 - reported through `described`
-        _settle(described, error=cf.process.BrokenProcessPool(one_line(error)))
+        _settle(described, error=BrokenProcessPool(one_line(error)))
 
 
 def _settle(future: cf.Future, *, result: Any = None, error: BaseException | None = None) -> None:
