@@ -86,7 +86,7 @@ def _not_whole_message(value: Duration, samples: Fraction, *, sr: int, name: str
     options = " or ".join(format_samples(n, sr=sr) for n in sorted({low, high}))
     rates = [r for r in (8000, 16000, 22050, 24000, 32000, 44100, 48000) if r != sr]
     fitting = [r for r in rates if (samples / sr * r).denominator == 1]
-    hint = f"; or use a rate where it is whole, e.g. --sr {fitting[0]}" if fitting else ""
+    hint = f"; or use a rate where it is whole, e.g. sr={fitting[0]} (--sr {fitting[0]})" if fitting else ""
     return f"{name} {value!r} is {float(samples):g} samples at {sr} Hz, not a whole number; use {options}{hint}"
 
 

@@ -752,7 +752,7 @@ def spans(
     """The ``[start, end)`` sample range of every output frame.
 
     Output frame ``j`` covers ``[B(j), B(j+1))`` in fine-frame coordinates, with ``B(0) = 0``,
-    ``B(T') = T`` and ``B(j) = i + (j - c_{i-1}) / s_i`` for ``c_{i-1} <= j < c_i`` (DESIGN.md).
+    ``B(T') = T`` and ``B(j) = i + (j - c_{i-1}) / s_i`` for ``c_{i-1} <= j < c_i`` (docs/design.md).
     Fine frame ``i`` is centred: it covers ``[(i - ½)h, (i + ½)h) + offset``, so coordinate ``u``
     is sample ``offset + floor((u - ½)·h + ½)`` (half up: with uniform scores and ``T' = T`` this
     is exactly :func:`adares.features.uniform_spans`). Boundaries are clipped to
