@@ -15,6 +15,7 @@ import numpy as np
 
 from adares.errors import ParameterError
 from adares.features import Features
+from adares.units import format_ms
 
 __all__ = ["plot"]
 
@@ -97,7 +98,7 @@ def plot(
             axis.pcolormesh(
                 edges, np.arange(data.shape[1] + 1), data.T, shading="flat", vmin=color_range[0], vmax=color_range[1]
             )
-            axis.set_ylabel(f"fine log-mel\n({hop / sr * 1000:g} ms hop)")
+            axis.set_ylabel(f"fine log-mel\n({format_ms(hop, sr=sr)} hop)")
         elif panel == "scores":
             centres = (offset + hop * np.arange(len(data))) / sr
             axis.plot(centres, data, linewidth=0.8, color="tab:red")

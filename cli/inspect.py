@@ -9,9 +9,11 @@ import numpy as np
 
 from adares.audio import load
 from adares.extractor import fine_power
-from adares.registry import resolve_extractor
 from adares.features import Features, load_features
 from adares.frontend import MelFrontend
+from adares.plotting import plot
+from adares.registry import resolve_extractor
+from adares.units import format_ms
 
 
 @click.command("inspect")
@@ -59,8 +61,6 @@ def inspect_command(
         features = extractor(samples, meta={"source": path.name})
     click.echo(describe(features, name=str(path)))
     if output is not None:
-        from adares.plotting import plot
-
         fine = None
         if samples is not None and frontend is not None:
             fine = frontend.compress(fine_power(frontend, samples)).numpy()
@@ -94,7 +94,7 @@ def describe(features: Features, *, name: str) -> str:
     ]
     if hop:
         lines.append(
-            f"fine grid   {fine_frames} frames at {hop / features.sr * 1000:g} ms hop "
+            f"fine grid   {fine_frames} frames at {format_ms(hop, sr=features.sr)} hop "
             f"({meta.get('preset', '?')} preset, log {meta.get('log', '?')})"
         )
     lines.append(
