@@ -59,8 +59,8 @@ MAX_ABS_SAMPLE = 2.0**31
 file is written at. Up to it, the mel power of any front end stays far below float32's limit (3.4e38)."""
 
 
-def out_of_range_reason(peak: float, *, from_seconds: float | None = None) -> str:
-    """The one-line reason for samples beyond :data:`MAX_ABS_SAMPLE` (shared with the front end).
+def out_of_range_reason(peak: float, *, from_seconds: float | None = None, limit: float = MAX_ABS_SAMPLE) -> str:
+    """The one-line reason for samples beyond ``limit`` (shared with the front end).
 
     Parameters
     ----------
@@ -68,6 +68,8 @@ def out_of_range_reason(peak: float, *, from_seconds: float | None = None) -> st
         The largest sample magnitude seen.
     from_seconds : float, optional
         Where the first such sample is, when known.
+    limit : float
+        The largest magnitude accepted, a power of two.
 
     Returns
     -------
@@ -76,7 +78,7 @@ def out_of_range_reason(peak: float, *, from_seconds: float | None = None) -> st
     where = "" if from_seconds is None else f" from {from_seconds:.3f} s"
     return (
         f"samples out of range{where}: max |x| = {peak:.2g}; float audio is expected in [-1, 1] "
-        "(at most 2^31 is accepted)"
+        f"(at most 2^{math.log2(limit):g} is accepted)"
     )
 
 

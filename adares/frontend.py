@@ -92,8 +92,14 @@ _CONSTRUCTOR_KEYS = {
 }
 
 
+# Twice what adares.load accepts: resampling a file whose samples reach the loader's limit can
+# overshoot it (by 19% for a full-scale square wave), and the mel power is still far from overflow.
+_MAX_ABS_INPUT = 2 * MAX_ABS_SAMPLE
+
+
 def _check_range(x: Tensor) -> None:
-    """Refuse NaN, Inf and samples beyond :data:`~adares.audio.MAX_ABS_SAMPLE`, whose power overflows.
+    """Refuse NaN, Inf and samples beyond ``2 * MAX_ABS_SAMPLE`` (2^32): no audio is that loud, and
+    float32 mel power overflows not many orders of magnitude above it.
 
     One pass: a NaN propagates into both the minimum and the maximum, an Inf into one of them.
     """
@@ -103,8 +109,8 @@ def _check_range(x: Tensor) -> None:
     if not (math.isfinite(low) and math.isfinite(high)):
         raise ParameterError("waveform contains NaN or infinite samples")
     peak = max(-low, high)
-    if peak > MAX_ABS_SAMPLE:
-        raise ParameterError(f"waveform {out_of_range_reason(peak)}")
+    if peak > _MAX_ABS_INPUT:
+        raise ParameterError(f"waveform {out_of_range_reason(peak, limit=_MAX_ABS_INPUT)}")
 
 
 def _hz(value: Any, *, name: str) -> float:
@@ -385,7 +391,7 @@ class MelFrontend(nn.Module):
         ------
         ParameterError
             On a waveform that is not 1-D or 2-D, not floating point, not finite, or with samples
-            beyond :data:`~adares.audio.MAX_ABS_SAMPLE` in magnitude (2^31); on lengths
+            beyond twice :data:`~adares.audio.MAX_ABS_SAMPLE` in magnitude (2^32); on lengths
             of the wrong shape or outside ``[0, N]``; on (items) shorter than one window with
             the ``kaldi`` preset.
         """

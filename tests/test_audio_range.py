@@ -65,6 +65,18 @@ def test_load_keeps_float_audio_at_an_integer_scale(tmp_path, scale):
     np.testing.assert_array_equal(samples, y)
 
 
+def test_what_load_accepts_the_front_end_accepts_after_resampling(tmp_path):
+    # a full-scale square wave at the limit overshoots it by 19% when resampled from 44.1 kHz
+    t = np.arange(44100)
+    square = np.where((t // 50) % 2, MAX_ABS_SAMPLE, -MAX_ABS_SAMPLE).astype(np.float32)
+    path = tmp_path / "square.wav"
+    sf.write(path, square, 44100, subtype="FLOAT")
+    samples, _ = load(path, sr=SR)
+    assert np.abs(samples).max() > MAX_ABS_SAMPLE
+    features, _ = MelFrontend()(samples)
+    assert torch.isfinite(features).all()
+
+
 @pytest.mark.parametrize("bad", [1e20, float("nan"), float("-inf")])
 def test_the_front_end_and_a_compressor_refuse_bad_tensors(bad):
     y = torch.from_numpy(synth(0.5))
@@ -76,13 +88,16 @@ def test_the_front_end_and_a_compressor_refuse_bad_tensors(bad):
         Compressor.from_pretrained()(y, SR)
 
 
-@pytest.mark.parametrize(("model", "log"), [("none", "ln"), ("none", "db"), ("flux", "ln"), ("default", "ln")])
+@pytest.mark.parametrize(
+    ("model", "log"), [("none", "ln"), ("none", "db"), ("none", "none"), ("flux", "ln"), ("default", "ln")]
+)
 def test_the_pipeline_names_huge_files_and_writes_finite_features(tmp_path, model, log):
     audio = tmp_path / "in"
     audio.mkdir()
     y = synth(0.6)
     _float_wav(audio / "huge.wav", np.where(np.arange(len(y)) % 97 == 0, 1.1e24, y))
     _float_wav(audio / "int16_scale.wav", y * 32767)
+    _float_wav(audio / "int32_scale.wav", y / np.abs(y).max() * MAX_ABS_SAMPLE)
     _float_wav(audio / "plain.wav", y)
     out = tmp_path / "out"
     summary = extract(audio, out, config=ExtractConfig(model=model, frontend={"log": log}), jobs=1)
@@ -92,7 +107,7 @@ def test_the_pipeline_names_huge_files_and_writes_finite_features(tmp_path, mode
         "(at most 2^31 is accepted)"
     }
     done = [record for record in read_jsonl(out / MANIFEST_NAME) if record["status"] == "ok"]
-    assert sorted(record["source"] for record in done) == ["int16_scale.wav", "plain.wav"]
+    assert sorted(record["source"] for record in done) == ["int16_scale.wav", "int32_scale.wav", "plain.wav"]
     for record in done:
         assert np.isfinite(load_features(out / record["output"]).mel).all()
     assert summary is not None

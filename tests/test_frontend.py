@@ -368,7 +368,7 @@ def test_samples_beyond_the_limit_are_refused_by_name(scale):
 
 @pytest.mark.parametrize("preset", ["librosa", "torchaudio", "kaldi"])
 @pytest.mark.parametrize("log", ["ln", "db"])
-@pytest.mark.parametrize("scale", [1e3, 32768.0, MAX_ABS_SAMPLE])
+@pytest.mark.parametrize("scale", [1e3, 32768.0, MAX_ABS_SAMPLE, 2 * MAX_ABS_SAMPLE])
 def test_large_samples_up_to_the_limit_equal_a_float64_reference(preset, log, scale):
     # float WAVs written at an integer PCM scale: float32 features equal, in the log domain, the
     # float64 front end's, and both equal the unscaled log-mel shifted by the scale's log
