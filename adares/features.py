@@ -217,8 +217,9 @@ def load_features(path: str | os.PathLike[str]) -> Features:
     Parameters
     ----------
     path : str or os.PathLike
-        A ``.npz`` file, or an HDF5 file (``.h5`` or ``.hdf5``, written with ``format="hdf5"``;
-        reading it needs ``h5py``).
+        A ``.npz`` file, an HDF5 file (``.h5`` or ``.hdf5``, written with ``format="hdf5"``;
+        reading it needs ``h5py``), or one sample of a shard, ``SHARD.tar#KEY`` (written with
+        ``format="shards"``; the key is the manifest record's ``member``).
 
     Returns
     -------
@@ -230,6 +231,11 @@ def load_features(path: str | os.PathLike[str]) -> Features:
         If the file is missing, corrupt, or not an adares feature file (it lacks ``mel``,
         ``spans`` or ``meta``); the message names the path and the reason.
     """
+    shard, hash_, key = str(path).partition(".tar#")
+    if hash_ and key:
+        from adares.shards import read_member  # the shard reader builds on this module
+
+        return Features(**read_member(shard + ".tar", key))
     hdf5 = os.path.splitext(path)[1].lower() in _HDF5_SUFFIXES
     try:
         return _read_hdf5(path) if hdf5 else _read_npz(path)

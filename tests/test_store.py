@@ -124,3 +124,155 @@ def test_manifest_appends_flushed_records_and_reports_failures(tmp_path):
     assert [r["status"] for r in Manifest.of(tmp_path / "out").records] == ["failed", "ok"]
     manifest.clear()
     assert manifest.records == [] and manifest.path.read_text() == ""
+
+
+# --- writers: dtype, streamed features, shards ---------------------------------------------------
+
+
+def _features(frames=40, mels=8, *, scores=True, seed=0):
+    rng = np.random.default_rng(seed)
+    bounds = np.arange(frames + 1, dtype=np.int64) * 80
+    return Features(
+        mel=rng.standard_normal((frames, mels)).astype(np.float32),
+        spans=np.stack([bounds[:-1], bounds[1:]], axis=1),
+        scores=rng.random(2 * frames).astype(np.float32) if scores else None,
+        meta={"sr": 16000, "source": "a.wav"},
+    )
+
+
+def _streamed(features, *, piece=7):
+    from adares.extractor import StreamedFeatures
+
+    def rows():
+        for first in range(0, features.num_frames, piece):
+            yield features.mel[first : first + piece]
+
+    return StreamedFeatures(
+        num_mels=features.num_mels, spans=features.spans, scores=features.scores, meta=features.meta, rows=rows
+    )
+
+
+def _same(a, b):
+    assert np.array_equal(a.mel, b.mel) and np.array_equal(a.spans, b.spans)
+    assert (a.scores is None) == (b.scores is None)
+    assert a.scores is None or np.array_equal(a.scores, b.scores)
+    assert a.meta == b.meta
+
+
+@pytest.mark.parametrize("format", ["npz", "hdf5"])
+def test_streamed_features_write_the_same_file_content_as_in_memory(tmp_path, format):
+    features = _features()
+    write_features(features, tmp_path / "memory.x", format=format)
+    write_features(_streamed(features), tmp_path / "streamed.x", format=format)
+    suffix = ".npz" if format == "npz" else ".h5"
+    (tmp_path / "memory.x").rename(tmp_path / f"memory{suffix}")
+    (tmp_path / "streamed.x").rename(tmp_path / f"streamed{suffix}")
+    _same(load_features(tmp_path / f"memory{suffix}"), load_features(tmp_path / f"streamed{suffix}"))
+    if format == "npz":
+        with np.load(tmp_path / "streamed.npz") as data:  # a plain npz to numpy
+            assert data["mel"].dtype == np.float32 and data["mel"].shape == (40, 8)
+
+
+def test_float16_halves_mel_and_records_the_dtype(tmp_path):
+    features = _features(frames=400, mels=64, scores=False)
+    write_features(features, tmp_path / "a.npz")
+    write_features(features, tmp_path / "b.npz", dtype="float16")
+    write_features(_streamed(features), tmp_path / "c.npz", dtype="float16")
+    half = load_features(tmp_path / "b.npz")
+    assert half.meta["dtype"] == "float16" and "dtype" not in load_features(tmp_path / "a.npz").meta
+    assert np.array_equal(half.mel, features.mel.astype(np.float16).astype(np.float32))
+    assert (tmp_path / "b.npz").stat().st_size < 0.6 * (tmp_path / "a.npz").stat().st_size
+    _same(half, load_features(tmp_path / "c.npz"))
+    with pytest.raises(ParameterError, match="dtype"):
+        write_features(features, tmp_path / "d.npz", dtype="int8")
+
+
+def test_float16_refuses_values_beyond_its_range(tmp_path):
+    features = _features()
+    big = Features(mel=features.mel * 1e6, spans=features.spans, meta=features.meta)
+    with pytest.raises(ParameterError, match="float16"):
+        write_features(big, tmp_path / "a.npz", dtype="float16")
+    assert not list(tmp_path.iterdir())
+
+
+def test_streamed_rows_with_nan_leave_no_file(tmp_path):
+    features = _features()
+    mel = features.mel.copy()
+    mel[30, 2] = np.nan
+    bad = _streamed(Features(mel=mel, spans=features.spans, meta=features.meta))
+    with pytest.raises(ParameterError, match="first at frame 30"):
+        write_features(bad, tmp_path / "a.npz")
+    assert not list(tmp_path.iterdir())
+
+
+def test_member_keys_split_as_webdataset_splits_them():
+    from webdataset.tariterators import base_plus_ext
+
+    from adares.shards import member_key
+
+    for output_id in ("a/b", "a.b/c.d", "x/.hidden", "100%/b.wav", "a/b.wav.c"):
+        key = member_key(output_id)
+        assert base_plus_ext(f"{key}.mel.npy") == (key, "mel.npy")
+    assert len({member_key(i) for i in ("a/b.wav", "a/b%2Ewav", "a/b_wav")}) == 3
+
+
+def test_shards_read_back_with_webdataset_and_adares(tmp_path):
+    import webdataset as wds
+
+    from adares.shards import ShardWriter, member_key
+    from adares.store import read_features, write_sample
+
+    writer = ShardWriter(tmp_path / "shards", max_files=2)
+    originals = {member_key(f"d/clip{i}.x"): _features(frames=10 + i, seed=i, scores=i % 2 == 0) for i in range(5)}
+    for key, features in originals.items():
+        write_sample(features if key.endswith("0") else _streamed(features), writer, key=key)
+    writer.finish()
+    shards = sorted(path for path, _ in writer.finished)
+    assert [len(keys) for _, keys in writer.finished] == [2, 2, 1]
+    assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == sorted(p.name for p in shards)
+    seen = {}
+    for sample in wds.WebDataset([str(p) for p in shards], shardshuffle=False).decode():
+        seen[sample["__key__"]] = sample
+    assert sorted(seen) == sorted(originals)
+    for path, keys in writer.finished:
+        for key in keys:
+            features = originals[key]
+            sample = seen[key]
+            assert np.array_equal(sample["mel.npy"], features.mel) and sample["json"] == features.meta
+            assert ("scores.npy" in sample) == (features.scores is not None)
+            record = {"shard": str(path.relative_to(tmp_path)), "member": key, "output": "ignored"}
+            _same(read_features(tmp_path, record), features)
+            _same(load_features(f"{path}#{key}"), features)
+    with pytest.raises(FeatureFileError, match="no such sample"):
+        load_features(f"{shards[0]}#nothing")
+
+
+def test_a_failed_sample_leaves_the_shard_whole(tmp_path):
+    import tarfile
+
+    from adares.shards import ShardWriter
+    from adares.store import write_sample
+
+    writer = ShardWriter(tmp_path)
+    write_sample(_features(), writer, key="good")
+    mel = _features().mel.copy()
+    mel[-1, 0] = np.inf
+    with pytest.raises(ParameterError, match="non-finite"):
+        write_sample(_streamed(Features(mel=mel, spans=_features().spans, meta={"sr": 16000})), writer, key="bad")
+    write_sample(_features(seed=3), writer, key="after")
+    writer.finish()
+    ((path, keys),) = writer.finished
+    assert keys == ["good", "after"]
+    with tarfile.open(path) as tar:
+        assert sorted({name.split(".")[0] for name in tar.getnames()}) == ["after", "good"]
+
+
+def test_an_aborted_shard_leaves_nothing(tmp_path):
+    from adares.shards import ShardWriter
+    from adares.store import write_sample
+
+    writer = ShardWriter(tmp_path)
+    write_sample(_features(), writer, key="a")
+    writer.abort()
+    writer.finish()
+    assert writer.finished == [] and not list(tmp_path.iterdir())
