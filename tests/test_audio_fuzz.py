@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -165,3 +167,22 @@ def test_many_channels_are_read_in_bounded_blocks(tmp_path, monkeypatch):
     assert samples.shape == (200, 3000) and reads and max(reads) * 200 <= audio._BLOCK_SAMPLES
     expected = (3000 * np.sin(np.arange(600) / 7)).astype("<i2") / 32768
     np.testing.assert_array_equal(samples[:, :3].T.ravel(), expected.astype(np.float32))
+
+
+def test_libmpg123_notes_on_a_corrupt_mp3_stay_off_stderr():
+    # libmpg123 printed "Note: Illegal Audio-MPEG-Header ..." lines straight to file descriptor 2,
+    # a few per bad frame, among adares extract's progress; stderr must work again afterwards
+    corrupt = FUZZ_DATA / next(e["file"] for e in REGRESSIONS if e["file"].endswith(".mp3") and e["bytes"] > 100)
+    script = (
+        "import os, sys, soundfile\n"
+        "from adares.audio import info, load\nfrom adares.errors import AudioDecodeError\n"
+        "try:\n    soundfile.read(sys.argv[1])\nexcept Exception:\n    pass\n"
+        "os.write(2, b'--\\n')\n"
+        "info(sys.argv[1])\n"
+        "try:\n    load(sys.argv[1])\nexcept AudioDecodeError:\n    pass\n"
+        "os.write(2, b'after\\n')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, str(corrupt)], capture_output=True, text=True, timeout=60)
+    raw, through_adares = done.stderr.split("--\n")
+    assert raw.strip()  # the file does make libmpg123 talk
+    assert through_adares == "after\n"
