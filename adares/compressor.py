@@ -446,9 +446,9 @@ class Compressor(Importance):
         waveform = np.ascontiguousarray(waveform, dtype=np.float32)
         analysis = self.analysis_frontend(sr=frontend.sr, hop_samples=frontend.hop_samples)
         if power is not None and self._reads_same_power(analysis, frontend):
-            log_mel = analysis.compress(power.to(self.device))
+            log_mel = analysis.log_mel(power.to(self.device))
         else:
-            log_mel = analysis.compress(fine_power(analysis, waveform))
+            log_mel = analysis.log_mel(fine_power(analysis, waveform))
         raw = self.estimate(log_mel[None].to(torch.float32))[0]
         return _aligned(raw, frames=frontend.num_frames(len(waveform)), analysis=analysis, frontend=frontend)
 
@@ -467,7 +467,7 @@ class Compressor(Importance):
         def log_mel_blocks() -> Iterator[Tensor]:
             blocks = power() if same else power_blocks(analysis, audio(), num_samples=num_samples)
             for block in blocks:
-                yield analysis.compress(block.to(self.device)).to(torch.float32)
+                yield analysis.log_mel(block.to(self.device)).to(torch.float32)
 
         statistics = None
         if self.estimator.standardize:
@@ -525,7 +525,7 @@ class Compressor(Importance):
         """
         analysis = self.analysis_frontend(sr=frontend.sr, hop_samples=frontend.hop_samples)
         if power is not None and self._reads_same_power(analysis, frontend):
-            log_mel, frames = analysis.compress(power[0].to(self.device)), power[1].to(self.device)
+            log_mel, frames = analysis.log_mel(power[0].to(self.device)), power[1].to(self.device)
         else:
             log_mel, frames = analysis(waveform.to(self.device), None if lengths is None else lengths.to(self.device))
         return self.estimate(log_mel.to(torch.float32), frames), frames

@@ -149,7 +149,7 @@ class FineMelExtractor(_Batching):
     def __call__(self, samples: np.ndarray, *, meta: dict[str, Any] | None = None) -> Features:
         """Compute the fine log-mel of ``samples`` [N] (float32 at ``frontend.sr``)."""
         power = fine_power(self.frontend, samples)
-        mel = self.frontend.compress(power).cpu().numpy()
+        mel = self.frontend.log_mel(power).cpu().numpy()
         spans = uniform_spans(
             mel.shape[0],
             hop_samples=self.frontend.hop_samples,
@@ -177,7 +177,7 @@ class FineMelExtractor(_Batching):
         @torch.inference_mode()
         def rows() -> Iterator[np.ndarray]:
             for block in power_blocks(frontend, audio(), num_samples=num_samples):
-                yield frontend.compress(block).cpu().numpy()
+                yield frontend.log_mel(block).cpu().numpy()
 
         spans = uniform_spans(
             frontend.num_frames(num_samples),
@@ -195,7 +195,7 @@ class FineMelExtractor(_Batching):
 
     def _batch(self, items: list[np.ndarray], metas: list[dict[str, Any] | None]) -> list[Features]:
         power, frames, _, _ = batch_power(self.frontend, items)
-        mel = self.frontend.compress(power).cpu().numpy()
+        mel = self.frontend.log_mel(power).cpu().numpy()
         return [
             Features(
                 mel=np.ascontiguousarray(mel[i, : int(frames[i])]),
@@ -429,7 +429,7 @@ class MergingExtractor(_Batching):
             offset_samples=self.frontend.frame_offset_samples,
         )
         return Features(
-            mel=self.frontend.compress(merged.power[0, :count]).cpu().numpy(),
+            mel=self.frontend.log_mel(merged.power[0, :count]).cpu().numpy(),
             spans=ranges[0, :count].cpu().numpy(),
             scores=merged.scores[0].cpu().numpy(),
             meta=feature_meta(self, num_samples=len(samples), extra=meta),
@@ -475,7 +475,7 @@ class MergingExtractor(_Batching):
         @torch.inference_mode()
         def rows() -> Iterator[np.ndarray]:
             for _, merged in merge_average_blocks(power(), scores[0], count):
-                yield frontend.compress(merged).cpu().numpy()
+                yield frontend.log_mel(merged).cpu().numpy()
 
         return StreamedFeatures(
             num_mels=frontend.n_mels,
@@ -503,7 +503,7 @@ class MergingExtractor(_Batching):
             .cpu()
             .numpy()
         )
-        mel = self.frontend.compress(merged.power).cpu().numpy()
+        mel = self.frontend.log_mel(merged.power).cpu().numpy()
         scores = merged.scores.cpu().numpy()
         features = []
         for i, samples in enumerate(items):

@@ -3,7 +3,7 @@
 A thin :class:`torch.nn.Module` over :mod:`adares.functional.mel`: it resolves a preset and
 durations into sample counts, precomputes the window and the filterbank as buffers, validates
 input once, and handles zero-padded batches with ``lengths``. Merging happens on the linear mel
-power (:meth:`MelFrontend.power`); :meth:`MelFrontend.compress` applies the configured log last.
+power (:meth:`MelFrontend.power`); :meth:`MelFrontend.log_mel` applies the configured log last.
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ class MelFrontend(nn.Module):
     center : bool
         Whether frames are centred on ``t * hop_samples``.
     eps, eps_mode, amin
-        Parameters of the log (see :func:`adares.functional.mel.log_compress`).
+        Parameters of the log (see :func:`adares.functional.mel.apply_log`).
     frame_offset_samples : int
         Sample index of frame 0's centre: 0 for centred frames, ``win_samples // 2`` for Kaldi's
         frames. Frame ``t`` is centred on ``frame_offset_samples + t * hop_samples``.
@@ -431,7 +431,7 @@ class MelFrontend(nn.Module):
         beyond = torch.arange(mel.shape[-2], device=mel.device) >= frames[:, None]
         return mel.masked_fill(beyond[..., None], 0.0), frames
 
-    def compress(self, power: Tensor) -> Tensor:
+    def log_mel(self, power: Tensor) -> Tensor:
         """Apply the configured log to (merged) linear mel power.
 
         Parameters
@@ -444,7 +444,7 @@ class MelFrontend(nn.Module):
         Tensor [shape=(...)]
             ``ln``, dB or unchanged, as configured by ``log``, ``eps`` and the preset.
         """
-        return fmel.log_compress(power, mode=self.log, eps=self.eps, eps_mode=self.eps_mode, amin=self.amin)  # type: ignore[arg-type]
+        return fmel.apply_log(power, mode=self.log, eps=self.eps, eps_mode=self.eps_mode, amin=self.amin)  # type: ignore[arg-type]
 
     def forward(
         self, waveform: Tensor | np.ndarray, lengths: Tensor | np.ndarray | list[int] | None = None
@@ -466,7 +466,7 @@ class MelFrontend(nn.Module):
             Frame count of each item.
         """
         power, frames = self.power(waveform, lengths)
-        return self.compress(power), frames
+        return self.log_mel(power), frames
 
     def _prepare(
         self, waveform: Tensor | np.ndarray, lengths: Tensor | np.ndarray | list[int] | None

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from adares.diffres import DiffRes
-from adares.registry import resolve_extractor
 from adares.frontend import MelFrontend
 from adares.precision import exact_float32
+from adares.registry import resolve_extractor
 
 
 def timed(fn, *, repeats: int, warmup: int = 2, cuda: bool) -> float:

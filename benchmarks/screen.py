@@ -344,7 +344,7 @@ def uniform_pool(mel: Any, lengths: Any, *, reduction: float) -> tuple[Any, Any]
         power = (x.exp() - frontend.eps).clamp_min(0.0)
         scores = uniform_scores(length, out_frames[start : start + 256], x.shape[1])
         merged = merge_average(power, scores, out_frames[start : start + 256], length)
-        rows.append(frontend.compress(merged))
+        rows.append(frontend.log_mel(merged))
     width = max(r.shape[1] for r in rows)
     padded = torch.zeros(len(lengths), width, mel.shape[-1], dtype=torch.float16)
     start = 0

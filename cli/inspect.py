@@ -63,7 +63,7 @@ def inspect_command(
     if output is not None:
         fine = None
         if samples is not None and frontend is not None:
-            fine = frontend.compress(fine_power(frontend, samples)).numpy()
+            fine = frontend.log_mel(fine_power(frontend, samples)).numpy()
         plot(features, samples=samples, fine_mel=fine, path=output)
         click.echo(f"plot written to {output}")
 

@@ -46,7 +46,7 @@ __all__ = [
     "FilterbankBlock",
     "filterbank_blocks",
     "apply_filterbank",
-    "log_compress",
+    "apply_log",
 ]
 
 MelScale = Literal["slaney", "htk", "kaldi"]
@@ -660,7 +660,7 @@ def kaldi_mel_power(
     Returns
     -------
     Tensor [shape=(..., T, n_mels)]
-        Mel power (no log: Kaldi's log is :func:`log_compress` with ``eps_mode="clamp"``).
+        Mel power (no log: Kaldi's log is :func:`apply_log` with ``eps_mode="clamp"``).
     """
     _check_framing(waveform, n_fft=n_fft, hop_samples=hop_samples, window=window)
     flat = waveform.reshape(-1, waveform.shape[-1])
@@ -784,10 +784,10 @@ def apply_filterbank(power: Tensor, fbank: Tensor, *, blocks: Sequence[Filterban
 
 
 # --------------------------------------------------------------------------------------------
-# log compression
+# the log of the power
 
 
-def log_compress(
+def apply_log(
     power: Tensor,
     *,
     mode: LogMode = "ln",
@@ -795,7 +795,7 @@ def log_compress(
     eps_mode: EpsMode = "add",
     amin: float = 1e-10,
 ) -> Tensor:
-    """Compress (mel) power to a log scale.
+    """The log of (mel) power: ln, dB or none.
 
     Parameters
     ----------
