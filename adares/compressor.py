@@ -389,7 +389,14 @@ class Compressor(Importance):
         batch norm, in eval mode, is per frame, and a standardising estimator is given the
         statistics of the whole input). On CUDA it computes in full float32, as on the CPU
         (:func:`~adares.precision.exact_float32`).
+
+        Raises
+        ------
+        ParameterError
+            If ``log_mel`` holds NaN or infinite values (the scores would be NaN).
         """
+        if not bool(torch.isfinite(log_mel).all()):
+            raise ParameterError("log_mel holds NaN or infinite values; the estimator's scores would be NaN")
         with exact_float32(log_mel.device):
             return self._estimate(log_mel, lengths)
 

@@ -385,3 +385,11 @@ def test_the_users_power_is_reused_when_the_analysis_would_compute_the_same(tmp_
     power, frames, waveform, lengths = batch_power(other, clips)
     batch, _ = bundle.batch_scores(waveform, lengths, frontend=other, power=(power, frames))
     assert torch.equal(batch[:, : expected_batch.shape[1]], expected_batch)
+
+
+def test_estimating_a_non_finite_log_mel_is_refused(tmp_path):
+    bundle = _bundle(tmp_path)
+    log_mel = torch.zeros(1, 20, 16)
+    log_mel[0, 3, 2] = float("nan")
+    with pytest.raises(ParameterError, match="NaN or infinite"):
+        bundle.estimate(log_mel)
