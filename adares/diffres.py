@@ -408,8 +408,8 @@ class ImportanceEstimator(nn.Module):
 
         In evaluation mode the network is local (batch norm is a fixed affine map), and every
         convolution's zero padding spoils ``kernel_size // 2`` frames at a window edge; with
-        ``halo = (receptive_field - 1) / 2`` the frames kept are exact. An hour of 5 ms frames
-        then needs a few tens of MB of activations instead of about 1 GB.
+        ``halo = (receptive_field - 1) / 2`` the frames kept are exact, and the activations held
+        are a window's, whatever the input's length.
         """
         frames = log_mel.shape[1]
         halo = (self.receptive_field - 1) // 2

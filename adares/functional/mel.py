@@ -69,10 +69,9 @@ _SLANEY_MIN_LOG_MEL = _SLANEY_MIN_LOG_HZ / _SLANEY_HZ_PER_MEL
 _SLANEY_LOGSTEP = math.log(6.4) / 27.0
 
 # Frames per chunk of the chunked mel power on the CPU. Whole-signal intermediates (framed
-# signal, complex spectrum, power: about 5 kB a frame at n_fft=512, so 60 MB for 60 s at a 5 ms
-# hop) cost more to allocate and stream through memory than the FFTs themselves. Measured on 2
-# cores, 60 s at 5 ms hop: 16.8 ms whole, 6.8 ms in chunks of 4096 frames, 9.9 ms in chunks of
-# 1024. On accelerators chunks only bound memory, so they are large.
+# signal, complex spectrum, power: about 5 kB a frame at n_fft=512) cost more to allocate and
+# stream through memory than the FFTs themselves; chunks of a few thousand frames stay in cache
+# (benchmarks/RESULTS.md, front end). On accelerators chunks only bound memory, so they are large.
 _CPU_CHUNK_FRAMES = 4096
 _DEVICE_CHUNK_FRAMES = 1 << 16
 
@@ -609,8 +608,8 @@ def mel_power(
     Equal to ``apply_filterbank(power_spectrogram(...), fbank)``, but the ``[T, F]`` power
     spectrum (and the framed signal and complex spectrum before it) only ever exists for
     ``chunk_frames`` frames at once: memory stays proportional to the output, however long the
-    signal, and on the CPU it is also markedly faster than streaming whole-signal
-    intermediates through memory (2.5x for 60 s at a 5 ms hop).
+    signal, and on the CPU it is also faster than streaming whole-signal intermediates through
+    memory.
 
     Parameters
     ----------
@@ -712,8 +711,8 @@ def filterbank_blocks(fbank: Tensor, *, block_mels: int = 16) -> tuple[Filterban
     dense ``[F, n_mels]`` product multiplies zeros. Cutting the bands into groups of
     ``block_mels`` and multiplying each group by only the bins it reads gives the same sums with
     far fewer multiply-adds (about 7x fewer for 128 bands at n_fft=512). Groups of 16 bands keep
-    each product wide enough for the BLAS kernels to run at full speed; narrower groups were
-    measured to be slower, not faster.
+    each product wide enough for the BLAS kernels to run at full speed (narrower groups are
+    slower, not faster).
 
     Parameters
     ----------

@@ -463,7 +463,7 @@ def merge_max(x: Tensor, scores: Tensor, out_frames: int | Tensor, lengths: Tens
     ratio = _log_ratio(pairs, x.dtype).exp()
     if tracked:
         return torch.where(_row_mask(pairs), out * ratio, 0.0)
-    # Without autograd, in place: at an hour of frames every [T', F] copy is ~180 MB.
+    # Without autograd, in place: every [T', F] copy of an hour-long input is a large allocation.
     return out.mul_(ratio).masked_fill_(~_row_mask(pairs), 0.0)
 
 
