@@ -24,7 +24,7 @@ import contextlib
 import math
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +38,7 @@ __all__ = [
     "AudioInfo",
     "info",
     "load",
+    "stream",
     "AUDIO_EXTENSIONS",
     "MAX_ABS_SAMPLE",
     "MIN_SAMPLE_RATE",
@@ -211,6 +212,16 @@ def load(
 def _decode(
     handle: sf.SoundFile, *, path: str | os.PathLike[str], sr: int | None, mono: bool, channel: int | None
 ) -> tuple[np.ndarray, int]:
+    target_sr = int(handle.samplerate) if sr is None else sr
+    keep_channels = channel is None and not mono
+    pieces = list(_blocks(handle, path=path, sr=sr, mono=mono, channel=channel))
+    samples = np.concatenate(pieces, axis=0) if len(pieces) > 1 else pieces[0]
+    samples = np.ascontiguousarray(samples.T if keep_channels else samples[:, 0], dtype=np.float32)
+    return samples, target_sr
+
+
+def _check_header(handle: sf.SoundFile, *, path: str | os.PathLike[str], channel: int | None) -> None:
+    """Refuse what the header alone shows: a missing channel, an implausible rate, truncation, no frames."""
     file_sr, channels, declared = int(handle.samplerate), int(handle.channels), int(handle.frames)
     if channel is not None and channel >= channels:
         raise AudioDecodeError(path, f"has {channels} channel(s), channel {channel} was requested")
@@ -223,13 +234,28 @@ def _decode(
     _check_wav_truncation(path, file_sr=file_sr)
     if declared == 0:
         raise AudioDecodeError(path, "no audio samples (0 frames)")
-    block_frames = max(1, min(_BLOCK_FRAMES, _BLOCK_SAMPLES // channels))
+
+
+def _blocks(
+    handle: sf.SoundFile,
+    *,
+    path: str | os.PathLike[str],
+    sr: int | None,
+    mono: bool,
+    channel: int | None,
+    block_frames: int = _BLOCK_FRAMES,
+) -> Iterator[np.ndarray]:
+    """Decode ``handle`` block by block: ``[n, C]`` float32 pieces at ``sr`` (C = 1 unless every
+    channel is kept), every check of :func:`load` included. The checks that need the whole file
+    (truncation, no samples) run before the last piece is given out."""
+    _check_header(handle, path=path, channel=channel)
+    file_sr, channels, declared = int(handle.samplerate), int(handle.channels), int(handle.frames)
+    block_frames = max(1, min(block_frames, _BLOCK_SAMPLES // channels))
 
     target_sr = file_sr if sr is None else sr
     keep_channels = channel is None and not mono
     resampler = _make_resampler(file_sr, target_sr, channels if keep_channels else 1)
-    pieces: list[np.ndarray] = []
-    frames_read = 0
+    frames_read = given = 0
     while True:
         try:
             block = handle.read(block_frames, dtype="float32", always_2d=True)
@@ -249,10 +275,11 @@ def _decode(
                 block = block.mean(axis=1, keepdims=True, dtype=np.float32)
         if resampler is not None:
             block = resampler.resample_chunk(block, last=last)
-        if len(block):
-            pieces.append(block)
         if last:
             break
+        if len(block):
+            given += len(block)
+            yield block
 
     if frames_read == 0:
         raise AudioDecodeError(path, "no audio samples (0 frames)")
@@ -260,11 +287,76 @@ def _decode(
         raise AudioDecodeError(
             path, f"truncated: header says {declared / file_sr:.3g} s, {frames_read / file_sr:.3g} s present"
         )
-    if not pieces:  # a few frames at a high rate can resample to nothing
+    if not given + len(block):  # a few frames at a high rate can resample to nothing
         raise AudioDecodeError(path, f"no audio samples at {target_sr} Hz ({frames_read} frames at {file_sr} Hz)")
-    samples = np.concatenate(pieces, axis=0) if len(pieces) > 1 else pieces[0]
-    samples = np.ascontiguousarray(samples.T if keep_channels else samples[:, 0], dtype=np.float32)
-    return samples, target_sr
+    if len(block):
+        yield block
+
+
+def stream(
+    path: str | os.PathLike[str], *, sr: int, channel: int | None = None, block_frames: int = _BLOCK_FRAMES
+) -> tuple[int, Callable[[], Iterator[np.ndarray]]]:
+    """A file's mono samples at ``sr`` in blocks, for files too long to hold: each pass re-reads the file.
+
+    The samples and every check are those of :func:`load` (mixed down unless ``channel`` is set);
+    only one block is decoded and resampled at a time.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The audio file.
+    sr : int
+        Target sampling rate in Hz.
+    channel : int or None
+        Take only this channel instead of mixing down.
+    block_frames : int
+        Frames read per block (at the file's rate).
+
+    Returns
+    -------
+    num_samples : int
+        Samples a pass gives, from the header: soxr's output length for the declared frames.
+    chunks : callable
+        Each call opens the file and returns a fresh iterator of ``np.ndarray [shape=(n,)]``
+        float32 pieces, ``num_samples`` samples in all. A pass raises
+        :class:`~adares.errors.AudioDecodeError` as :func:`load` would.
+
+    Raises
+    ------
+    AudioDecodeError
+        For what the header shows (missing, not audio, implausible rate, missing channel, a
+        truncated WAV, no frames).
+    """
+    if isinstance(sr, bool) or not isinstance(sr, int) or sr <= 0:
+        raise ParameterError(f"sr must be a positive integer in Hz, got {sr!r}")
+    if channel is not None and (isinstance(channel, bool) or not isinstance(channel, int) or channel < 0):
+        raise ParameterError(f"channel must be a non-negative integer or None, got {channel!r}")
+    try:
+        with _mpeg_notes_silenced(path), sf.SoundFile(str(path)) as handle:
+            _check_header(handle, path=path, channel=channel)
+            file_sr, declared = int(handle.samplerate), int(handle.frames)
+    except AudioDecodeError:
+        raise
+    except (sf.LibsndfileError, RuntimeError) as error:
+        raise _open_failure(path, error) from None
+    # soxr's stream gives round(frames * sr / file_sr) samples, halves rounded up
+    num_samples = declared if file_sr == sr else (declared * sr + file_sr // 2) // file_sr
+
+    def chunks() -> Iterator[np.ndarray]:
+        try:
+            with _mpeg_notes_silenced(path), sf.SoundFile(str(path)) as handle:
+                given = 0
+                for block in _blocks(handle, path=path, sr=sr, mono=True, channel=channel, block_frames=block_frames):
+                    given += len(block)
+                    yield block[:, 0]
+        except AudioDecodeError:
+            raise
+        except (sf.LibsndfileError, RuntimeError) as error:
+            raise _open_failure(path, error) from None
+        if given != num_samples:
+            raise AudioDecodeError(path, f"changed while being read: {given} samples, {num_samples} expected")
+
+    return num_samples, chunks
 
 
 def _make_resampler(file_sr: int, target_sr: int, channels: int):  # noqa: ANN202 - soxr type

@@ -93,10 +93,10 @@ class ShardWriter:
 
     Notes
     -----
-    :meth:`add` returns at once; a sample is only durable once :meth:`finish` (or the start of the
-    next shard) has renamed its shard, and :attr:`finished` lists, for each completed shard, its
-    path and the keys it holds. A failure while writing one sample removes that sample's bytes and
-    leaves the shard open for the next one.
+    A sample is only durable once :meth:`finish` (or the start of the next shard) has renamed its
+    shard: :attr:`finished` lists, for each completed shard, its path and the keys it holds, and
+    :attr:`failed`, for each shard that could not be completed, its keys and the error. A failure
+    while writing one sample removes that sample's bytes and leaves the shard open for the next.
     """
 
     def __init__(self, folder: str | os.PathLike[str], *, max_files: int = SHARD_FILES, max_bytes: int = SHARD_BYTES):
@@ -105,6 +105,7 @@ class ShardWriter:
         self.folder = Path(folder)
         self.max_files, self.max_bytes = max_files, max_bytes
         self.finished: list[tuple[Path, list[str]]] = []
+        self.failed: list[tuple[list[str], BaseException]] = []
         self._context: Any = None
         self._handle: IO[bytes] | None = None
         self._path: Path | None = None
@@ -117,8 +118,7 @@ class ShardWriter:
         Raises
         ------
         OSError
-            If the current shard cannot be written or renamed; the keys of a shard that could not
-            be renamed are in neither :attr:`finished` nor any shard.
+            If this sample cannot be written (a shard that cannot be completed is in :attr:`failed`).
         """
         size = sum(_BLOCK + _padded(length) for _, length, _ in members)
         if self._keys and (len(self._keys) >= self.max_files or self._size + size > self.max_bytes):
@@ -158,16 +158,22 @@ class ShardWriter:
         self._handle = self._context.__enter__()
 
     def _close(self) -> None:
+        """Complete the shard (end blocks, then the rename) into :attr:`finished`, or into :attr:`failed`."""
         handle, context, keys, path = self._handle, self._context, self._keys, self._path
         assert handle is not None and path is not None  # noqa: S101 - a shard is open when it holds keys
         try:
             end = handle.tell() + 2 * _BLOCK
             handle.write(b"\0" * (2 * _BLOCK + (-end) % _RECORD))
-        except BaseException as error:
+        except Exception as error:  # noqa: BLE001 - reported for the shard's samples
             self.abort()
-            raise error
+            self.failed.append((keys, error))
+            return
         self._context, self._handle, self._keys, self._size = None, None, [], 0
-        context.__exit__(None, None, None)  # the rename
+        try:
+            context.__exit__(None, None, None)  # flush, close and rename
+        except Exception as error:  # noqa: BLE001 - the temporary file is gone; reported for its samples
+            self.failed.append((keys, error))
+            return
         self.finished.append((path, keys))
 
 

@@ -48,7 +48,16 @@ _PLAIN_EVERY_SECONDS = 10.0
     help="Audio extensions to include (comma-separated).",
 )
 @click.option("--channel", default=None, type=click.IntRange(min=0), help="Take this channel instead of mixing down.")
-@click.option("--format", "format_", default="npz", type=click.Choice(["npz", "hdf5"]), help="Feature file format.")
+@click.option(
+    "--format",
+    "format_",
+    default="npz",
+    type=click.Choice(["npz", "hdf5", "shards"]),
+    help="npz: a file per input; hdf5; shards: WebDataset tar shards under OUT/shards (README).",
+)
+@click.option(
+    "--dtype", default="float32", type=click.Choice(["float32", "float16"]), help="Type of the mel values written."
+)
 @click.option("--jobs", "-j", default=None, type=click.IntRange(min=1), help="Worker processes  [default: all cores]")
 @click.option(
     "--device",
@@ -85,6 +94,7 @@ def extract_command(
     extensions: str,
     channel: int | None,
     format_: str,
+    dtype: str,
     jobs: int | None,
     device: str,
     overwrite: bool,
@@ -110,6 +120,7 @@ def extract_command(
         model=model,
         reduction=reduction,
         format=format_,
+        dtype=dtype,
         channel=channel,
         device=device,
     )

@@ -39,11 +39,16 @@ class ExtractConfig:
     reduction : float
         Fraction of frames merged away when a compressor runs (T' = round((1 - reduction) T)).
     format : str
-        ``"npz"`` or ``"hdf5"``.
+        ``"npz"`` (one file per input), ``"hdf5"``, or ``"shards"`` (WebDataset tar shards).
     channel : int or None
         Take this channel instead of mixing down.
     device : str
         Torch device for the workers (``cpu``, ``cuda``, ``auto``). Does not change the content.
+    dtype : str
+        ``"float32"`` or ``"float16"``: the type ``mel`` is written in.
+    shard_files, shard_bytes : int
+        Most files and bytes per shard (``format="shards"``); a file larger than ``shard_bytes``
+        gets a shard of its own. The layout only: not part of the configuration hash.
     """
 
     frontend: dict[str, Any] = field(default_factory=dict)
@@ -52,6 +57,9 @@ class ExtractConfig:
     format: str = "npz"
     channel: int | None = None
     device: str = "cpu"
+    dtype: str = "float32"
+    shard_files: int = 1000
+    shard_bytes: int = 1 << 30
 
     def build_extractor(self):  # noqa: ANN201 - Extractor protocol
         """Construct the front end and compressor (in the worker that will use them).
@@ -74,7 +82,7 @@ class ExtractConfig:
             "reduction": None if self.model == "none" else self.reduction,
             "format": self.format,
             "channel": self.channel,
-        }
+        } | ({} if self.dtype == "float32" else {"dtype": self.dtype})
 
     def config_hash(self, extractor: Any) -> str:
         """Short sha256 of :meth:`identity`: equal hashes mean interchangeable outputs."""
@@ -90,7 +98,13 @@ class ExtractConfig:
         """
         settings = asdict(self)
         settings.pop("device")
+        for name, default in _LAYOUT_DEFAULTS.items():  # settings added later leave earlier hashes as they were
+            if settings[name] == default:
+                settings.pop(name)
         return identity_hash({"settings": settings, "adares": __version__, "model_files": _model_files(self.model)})
+
+
+_LAYOUT_DEFAULTS = {"dtype": "float32", "shard_files": 1000, "shard_bytes": 1 << 30}
 
 
 def identity_hash(identity: dict[str, Any]) -> str:

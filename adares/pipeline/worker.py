@@ -4,6 +4,11 @@ A worker builds its extractor once (the weights load once per process) and turns
 one manifest record: ``ok`` once the feature file is written, or ``failed`` with the reason in one
 line. One file's failure, whatever it is, never stops the others. A run that stays in one process
 uses the same functions.
+
+With ``format="shards"`` a batch's files go into the batch's own shards, and a file's record says
+``ok`` only once its shard is renamed into place. Files longer than :data:`LONG_SECONDS` are
+decoded, computed and written in blocks (:meth:`~adares.extractor.Extractor.stream`), so memory
+does not grow with a file's length; their records are those of the in-memory path.
 """
 
 from __future__ import annotations
@@ -12,15 +17,16 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from adares import __version__
-from adares.audio import load
-from adares.errors import AdaresError, AudioDecodeError
+from adares.audio import info, load, stream
+from adares.errors import AdaresError, AudioDecodeError, OutputError
 from adares.pipeline.config import ExtractConfig
 from adares.pipeline.planning import Task
-from adares.store import write_features
+from adares.shards import SHARDS_DIR, ShardWriter, member_key
+from adares.store import output_id, write_features, write_sample
 from adares.workers import limit_threads
 
 __all__ = ["describe", "failure_record", "one_line", "prepare", "process_batch", "process_tasks"]
@@ -29,6 +35,9 @@ _BATCH_MAX_SECONDS = 30.0
 """Files up to this long are computed together, in one front-end and estimator call per group."""
 _BATCH_PADDING = 1.25
 """A group's longest file is at most this many times its shortest (bounds the padding computed)."""
+LONG_SECONDS = 600.0
+"""Files whose header declares more than this many seconds are streamed: decoded, computed and
+written in blocks, never held whole (the in-memory path is faster for the rest)."""
 
 _EXTRACTORS: dict[str, Any] = {}
 
@@ -62,20 +71,24 @@ def process_tasks(tasks: list[Task], extractor: Any, config: ExtractConfig) -> l
     """One record per task, in order; each failure caught and recorded for its own file.
 
     Short files of similar length go through the extractor together (one call per group; equal
-    to one call per file, tested); long files one by one, in blocks.
+    to one call per file, tested); longer ones one by one; the longest in blocks.
     """
+    output = _Output(config)
     if len(tasks) < 2 or not getattr(extractor, "batches", False):
-        return [_process_file(task, extractor, config) for task in tasks]
+        return output.settle([_process_file(task, extractor, config, output) for task in tasks])
     records: list[dict[str, Any]] = [{}] * len(tasks)  # every slot is filled below
     short: list[tuple[int, Any, float]] = []  # (task index, samples, seconds spent loading)
     longest = _BATCH_MAX_SECONDS * extractor.frontend.sr
     for index, task in enumerate(tasks):
         started = time.perf_counter()
+        if _is_long(task):
+            records[index] = _process_long(task, extractor, config, output)
+            continue
         samples, failure = _attempt(task, started, lambda task=task: _load(task, extractor, config))
         if failure is not None:
             records[index] = failure
         elif len(samples) > longest:
-            records[index] = _process_file(task, extractor, config, samples=samples, started=started)
+            records[index] = _process_file(task, extractor, config, output, samples=samples, started=started)
         else:
             short.append((index, samples, time.perf_counter() - started))
     for group in _similar_lengths(short):
@@ -86,7 +99,7 @@ def process_tasks(tasks: list[Task], extractor: Any, config: ExtractConfig) -> l
             )
         except Exception:  # noqa: BLE001 - retried file by file, so the error lands on its own file
             for index, samples, _ in group:
-                records[index] = _process_file(tasks[index], extractor, config, samples=samples)
+                records[index] = _process_file(tasks[index], extractor, config, output, samples=samples)
             continue
         share = (time.perf_counter() - started) / len(group)
         for (index, samples, load_seconds), features in zip(group, batch, strict=True):
@@ -95,11 +108,82 @@ def process_tasks(tasks: list[Task], extractor: Any, config: ExtractConfig) -> l
             clock = time.perf_counter() - load_seconds - share
 
             def write(task: Task = task, features: Any = features) -> None:
-                write_features(features, task.output, format=config.format)
+                output.write(task, features)
 
             _, failure = _attempt(task, clock, write)
-            records[index] = failure or _ok_record(task, samples, features, extractor, clock)
-    return records
+            records[index] = failure or _ok_record(task, len(samples), features, extractor, clock)
+    return output.settle(records)
+
+
+class _Output:
+    """Where a batch's features go: a file each, or samples of the batch's own shards.
+
+    :meth:`settle` completes the records: a file in a shard gets the shard and its member once the
+    shard is renamed into place, or fails with its shard's error.
+    """
+
+    def __init__(self, config: ExtractConfig) -> None:
+        self.config = config
+        self.shards: ShardWriter | None = None
+        self.keys: dict[str, str] = {}  # source -> member key, for shards
+
+    def write(self, task: Task, features: Any) -> None:
+        config = self.config
+        if config.format != "shards":
+            write_features(features, task.output, format=config.format, dtype=config.dtype)
+            return
+        if self.shards is None:
+            folder = _output_folder(task) / SHARDS_DIR
+            self.shards = ShardWriter(folder, max_files=config.shard_files, max_bytes=config.shard_bytes)
+        key = member_key(output_id(task.output_rel))
+        write_sample(features, self.shards, key=key, dtype=config.dtype)
+        self.keys[task.source_rel] = key
+
+    def settle(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if self.shards is None:
+            return records
+        self.shards.finish()
+        where = {key: f"{SHARDS_DIR}/{path.name}" for path, keys in self.shards.finished for key in keys}
+        errors = {key: error for keys, error in self.shards.failed for key in keys}
+        settled = []
+        for record in records:
+            key = self.keys.get(record["source"])
+            if record["status"] == "ok" and key in where:
+                record = record | {"output": f"{where[key]}#{key}", "shard": where[key], "member": key}
+            elif record["status"] == "ok":
+                error = errors.get(key)
+                reason = "its shard was not written" if error is None else _reason(error)
+                record = _failed(record, f"shard not written: {reason}")
+            settled.append(record)
+        return settled
+
+
+def _output_folder(task: Task) -> Path:
+    """The run's output folder: ``task.output`` less its relative part."""
+    return Path(task.output).parents[len(PurePosixPath(task.output_rel).parts) - 1]
+
+
+def _is_long(task: Task) -> bool:
+    """Whether the header declares more than :data:`LONG_SECONDS` (an unreadable one: no, the
+    in-memory path reports why)."""
+    try:
+        return info(task.source).duration > LONG_SECONDS
+    except AdaresError:
+        return False
+
+
+def _process_long(task: Task, extractor: Any, config: ExtractConfig, output: _Output) -> dict[str, Any]:
+    """Decode, extract and write one long file in blocks; its record is the in-memory path's."""
+    started = time.perf_counter()
+
+    def work() -> dict[str, Any]:
+        num_samples, chunks = stream(task.source, sr=extractor.frontend.sr, channel=config.channel)
+        features = extractor.stream(chunks, num_samples=num_samples, meta={"source": task.source_rel})
+        output.write(task, features)
+        return _ok_record(task, num_samples, features, extractor, started)
+
+    record, failure = _attempt(task, started, work)
+    return failure or record
 
 
 def _similar_lengths(items: list[tuple[int, Any, float]]) -> list[list[tuple[int, Any, float]]]:
@@ -119,16 +203,24 @@ def _load(task: Task, extractor: Any, config: ExtractConfig) -> Any:
 
 
 def _process_file(
-    task: Task, extractor: Any, config: ExtractConfig, *, samples: Any = None, started: float | None = None
+    task: Task,
+    extractor: Any,
+    config: ExtractConfig,
+    output: _Output,
+    *,
+    samples: Any = None,
+    started: float | None = None,
 ) -> dict[str, Any]:
     """Load (unless ``samples`` are given), extract and write one file; a failure becomes its record."""
+    if samples is None and _is_long(task):
+        return _process_long(task, extractor, config, output)
     started = time.perf_counter() if started is None else started
 
     def work() -> dict[str, Any]:
         audio = _load(task, extractor, config) if samples is None else samples
         features = extractor(audio, meta={"source": task.source_rel})
-        write_features(features, task.output, format=config.format)
-        return _ok_record(task, audio, features, extractor, started)
+        output.write(task, features)
+        return _ok_record(task, len(audio), features, extractor, started)
 
     record, failure = _attempt(task, started, work)
     return failure or record
@@ -138,20 +230,33 @@ def _attempt(task: Task, started: float, work: Callable[[], Any]) -> tuple[Any, 
     """Run ``work``; return (its result, None), or (None, the failure record naming the reason)."""
     try:
         return work(), None
-    except AudioDecodeError as error:
-        return None, failure_record(task, error.reason, started)
-    except AdaresError as error:
-        return None, failure_record(task, one_line(error), started)
-    except MemoryError:
-        return None, failure_record(task, "out of memory", started)
+    except OutputError:  # OUT is full or unwritable: no file is to blame, the run stops (running.py; issue 16)
+        raise
     except Exception as error:  # noqa: BLE001 - one file's bug must not stop the corpus; reported per file
-        return None, failure_record(task, f"internal error: {type(error).__name__}: {one_line(error)}", started)
+        return None, failure_record(task, _reason(error), started)
 
 
-def _ok_record(task: Task, samples: Any, features: Any, extractor: Any, started: float) -> dict[str, Any]:
+def _reason(error: BaseException) -> str:
+    """The one-line reason a file failed, for its record."""
+    if isinstance(error, AudioDecodeError):
+        return error.reason
+    if isinstance(error, AdaresError):
+        return one_line(error)
+    if isinstance(error, MemoryError):
+        return "out of memory"
+    return f"internal error: {type(error).__name__}: {one_line(error)}"
+
+
+def _failed(record: dict[str, Any], reason: str) -> dict[str, Any]:
+    """An ok record turned into the failure of its file (its timing kept)."""
+    keep = ("id", "source", "output", "source_size", "source_mtime_ns", "adares_version", "seconds")
+    return {key: record[key] for key in keep if key in record} | {"status": "failed", "error": reason}
+
+
+def _ok_record(task: Task, num_samples: int, features: Any, extractor: Any, started: float) -> dict[str, Any]:
     return _base_record(task) | {
         "status": "ok",
-        "duration": len(samples) / extractor.frontend.sr,
+        "duration": num_samples / extractor.frontend.sr,
         "fine_frames": features.num_frames if features.scores is None else len(features.scores),
         "output_frames": features.num_frames,
         "seconds": round(time.perf_counter() - started, 6),
@@ -160,7 +265,7 @@ def _ok_record(task: Task, samples: Any, features: Any, extractor: Any, started:
 
 def _base_record(task: Task) -> dict[str, Any]:
     return {
-        "id": str(PurePosixPath(task.output_rel).with_suffix("")),
+        "id": output_id(task.output_rel),
         "source": task.source_rel,
         "output": task.output_rel,
         "source_size": task.size,
