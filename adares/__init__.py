@@ -21,6 +21,8 @@ from adares.errors import (
     ConfigMismatchError,
     FeatureFileError,
     ModelError,
+    OutputError,
+    OutputLockedError,
     ParameterError,
     ValidationWarning,
 )
@@ -49,6 +51,8 @@ __all__ = [
     "ConfigMismatchError",
     "FeatureFileError",
     "ModelError",
+    "OutputError",
+    "OutputLockedError",
     "ParameterError",
     "ValidationWarning",
     "__version__",

@@ -13,6 +13,8 @@ __all__ = [
     "AudioDecodeError",
     "ModelError",
     "FeatureFileError",
+    "OutputError",
+    "OutputLockedError",
     "AdaresWarning",
     "ValidationWarning",
 ]
@@ -56,6 +58,35 @@ class ModelError(AdaresError):
 
 class FeatureFileError(AdaresError):
     """A feature file (``.npz`` written by adares) is missing, corrupt, or not in adares' format."""
+
+
+class OutputError(AdaresError, OSError):
+    """The output folder cannot be written: full (ENOSPC, EDQUOT), read-only (EROFS) or not writable
+    (EACCES, EPERM).
+
+    No input is to blame, so a run stops at once instead of failing every remaining file; rerun
+    once the folder is fixed to resume. Also an :class:`OSError`, so code that caught the
+    operating system's error still catches it.
+
+    Parameters
+    ----------
+    message : str
+        What could not be written and why, in one line.
+    errno : int, optional
+        The operating system's error number.
+    """
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+    def __reduce__(self) -> tuple:
+        # sent back from worker processes: keep the errno (OSError pickles its arguments only)
+        return type(self), (str(self), self.errno)
+
+
+class OutputLockedError(OutputError):
+    """Another run is writing the output folder (it holds the folder's lock file)."""
 
 
 class AdaresWarning(UserWarning):

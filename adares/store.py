@@ -1,23 +1,26 @@
 """Where features go on disk: output paths, feature writers, and the JSONL manifest.
 
 The manifest (:class:`Manifest`) is append-only: one JSON object per line, written and flushed as
-each file finishes, so a run killed at any moment keeps the record of everything it completed. A
-line cut short by the kill is ignored when reading, and the next run starts on a fresh line.
+something happens to a file, so a run killed at any moment keeps the record of everything it
+completed. A line cut short by the kill is ignored when reading, and the next run starts on a
+fresh line; a line the disk refuses is removed again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sys
 import zipfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path, PurePosixPath
-from typing import IO, Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from adares.atomic import atomic_open, atomic_write_text
+from adares.atomic import atomic_open, atomic_write_text, output_errors
 from adares.errors import ParameterError
 from adares.features import Features, load_features, require_finite
 from adares.shards import Member, ShardWriter, npy_header, npy_member, read_member
@@ -33,6 +36,7 @@ __all__ = [
     "read_features",
     "feature_members",
     "Manifest",
+    "ManifestEntry",
     "JsonlWriter",
     "read_jsonl",
     "rewrite_jsonl",
@@ -269,42 +273,65 @@ def _suffix(format: str) -> str:
 
 
 class JsonlWriter:
-    """Append JSON records to a file, one per line, each flushed as soon as it is written.
+    """Append JSON records to a file, one per line, each written to the operating system at once.
 
-    If the file ends in a partial line (a killed writer), a newline is written first so the next
-    record starts clean.
+    Each line goes out in one system call; if the disk takes only part of it (full), the part is
+    cut off again, so the file never ends in a partial line this writer wrote. If the file ends
+    in a partial line (a killed writer), a newline is written first so the next record starts
+    clean.
 
     Parameters
     ----------
     path : str or os.PathLike
         The ``.jsonl`` file; created with its folder if missing.
+
+    Raises
+    ------
+    OutputError
+        If the folder is full or not writable (on opening or on any write).
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        needs_newline = False
-        if self.path.exists() and self.path.stat().st_size:
-            with open(self.path, "rb") as existing:
-                existing.seek(-1, os.SEEK_END)
-                needs_newline = existing.read(1) != b"\n"
-        self._handle: IO[str] | None = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        if needs_newline:
-            self._handle.write("\n")
-            self._handle.flush()
+        with output_errors(self.path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            flags = os.O_RDWR | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+            self._fd: int | None = os.open(self.path, flags, 0o666)
+        try:
+            size = os.fstat(self._fd).st_size
+            if size and os.pread(self._fd, 1, size - 1) != b"\n":
+                self._write(b"\n")
+        except BaseException:
+            self.close()
+            raise
 
     def write(self, record: dict[str, Any]) -> None:
-        """Append one record and flush it to the operating system."""
-        if self._handle is None:
+        """Append one record."""
+        self.write_line(json.dumps(record, sort_keys=True))
+
+    def write_line(self, line: str) -> None:
+        """Append one line of JSON (without its newline)."""
+        self._write((line + "\n").encode("utf-8"))
+
+    def _write(self, data: bytes) -> None:
+        if self._fd is None:
             raise ParameterError(f"{self.path} is closed")
-        self._handle.write(json.dumps(record, sort_keys=True) + "\n")
-        self._handle.flush()
+        with output_errors(self.path):
+            start = os.fstat(self._fd).st_size
+            try:
+                written = os.write(self._fd, data)
+                while written < len(data):  # the disk took part of it: the next write says why
+                    written += os.write(self._fd, data[written:])
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, start)  # no partial line left behind
+                raise
 
     def close(self) -> None:
         """Close the file (idempotent)."""
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def __enter__(self) -> JsonlWriter:
         return self
@@ -318,6 +345,12 @@ def read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
 
     A missing file yields nothing.
     """
+    for _, record in _read_lines(path):
+        yield record
+
+
+def _read_lines(path: str | os.PathLike[str]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Yield (line without its newline, record) of each JSON object line of a JSONL file, one at a time."""
     try:
         handle = open(path, encoding="utf-8")  # noqa: SIM115 - generator closes it below
     except FileNotFoundError:
@@ -332,7 +365,7 @@ def read_jsonl(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
             except json.JSONDecodeError:
                 continue  # a partial line from a killed run: the file it describes was not finished
             if isinstance(record, dict):
-                yield record
+                yield line, record
 
 
 def rewrite_jsonl(path: str | os.PathLike[str], records: Iterable[dict[str, Any]]) -> None:
@@ -341,18 +374,45 @@ def rewrite_jsonl(path: str | os.PathLike[str], records: Iterable[dict[str, Any]
 
 
 _DONE = ("ok", "skipped")
-"""Statuses of a record that leave a finished feature file behind."""
+"""Statuses of a record that leave a finished feature file behind (``skipped``: written by earlier versions)."""
 _STATUSES = (*_DONE, "failed")
 
 
-class Manifest:
-    """The record of an output folder: ``manifest.jsonl``, one record per file and run.
+class ManifestEntry(NamedTuple):
+    """What planning needs of a source's latest record, and the record's line as written.
 
-    Holds every record read from the file and every record appended since, so the latest state
-    of each source is known without reading the file back. Records are appended only while the
-    manifest is open (``with manifest:``), each one flushed as it is written. The failure report
-    beside it (``failures.jsonl``) gets each failed record as it is appended, and is reduced to
-    the sources whose latest record is a failure by :meth:`compact_failures`.
+    Kept instead of the parsed record: a corpus of millions of files holds its state in a
+    fraction of the memory of as many dicts, and a record is parsed again only when asked for.
+    """
+
+    seq: int
+    """Position of the record among those read and appended (later is newer)."""
+    source: str
+    status: str
+    config: Any
+    output: Any
+    source_size: Any
+    source_mtime_ns: Any
+    request: Any
+    line: str
+
+    def record(self) -> dict[str, Any]:
+        """The record as written."""
+        return json.loads(self.line)
+
+
+class Manifest:
+    """The record of an output folder: ``manifest.jsonl``, one record per file each time something
+    happens to it (done, failed, or done again).
+
+    Reading keeps only the latest record of each source (per configuration) in memory, read line by
+    line: the state of every input, never the whole history at once. Records are appended only
+    while the manifest is open (``with manifest:``), each line written whole by one system call
+    (a write the disk refuses leaves no partial line) and flushed to the operating system at once;
+    the files are opened on the first append, so a run that writes nothing leaves them untouched.
+    The failure report beside it (``failures.jsonl``) gets each failed record as it is appended,
+    and is reduced to the sources whose latest record is a failure by :meth:`compact_failures`.
+    Records superseded by newer ones are dropped by :meth:`compact`.
 
     Parameters
     ----------
@@ -363,13 +423,48 @@ class Manifest:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self.failures_path = self.path.with_name(FAILURES_NAME)
-        self.records: list[dict[str, Any]] = list(read_jsonl(self.path))
+        self._latest: dict[tuple[str, Any], ManifestEntry] = {}
+        self._lines = 0
+        self._ok_configs: set[Any] = set()
+        self._open = False
         self._writers: tuple[JsonlWriter, JsonlWriter] | None = None
+        for line, record in _read_lines(self.path):
+            self._add(line, record)
 
     @classmethod
     def of(cls, folder: str | os.PathLike[str]) -> Manifest:
         """The manifest of an output folder."""
         return cls(Path(folder) / MANIFEST_NAME)
+
+    def __len__(self) -> int:
+        """Number of file records the file holds (read and appended), superseded ones included."""
+        return self._lines
+
+    @property
+    def superseded(self) -> int:
+        """Number of file records a newer record of the same source and configuration replaced."""
+        return self._lines - len(self._latest)
+
+    def entries(self, *, config: str | None = None) -> dict[str, ManifestEntry]:
+        """The latest record of each source as a :class:`ManifestEntry`, in order of first appearance.
+
+        Parameters
+        ----------
+        config : str, optional
+            Consider only the records made with this configuration hash.
+        """
+        latest: dict[str, ManifestEntry] = {}
+        for (source, entry_config), entry in self._latest.items():
+            if config is None:
+                if source not in latest or latest[source].seq < entry.seq:
+                    latest[source] = entry
+            elif entry_config == config:
+                latest[source] = entry
+        return latest
+
+    def finished(self, *, config: str | None = None) -> dict[str, ManifestEntry]:
+        """The sources whose latest record left a finished feature file, with that :class:`ManifestEntry`."""
+        return {source: entry for source, entry in self.entries(config=config).items() if entry.status in _DONE}
 
     def latest(self, *, config: str | None = None) -> dict[str, dict[str, Any]]:
         """The latest record of each source (ok, skipped or failed), in order of first appearance.
@@ -379,56 +474,131 @@ class Manifest:
         config : str, optional
             Consider only the records made with this configuration hash.
         """
-        latest: dict[str, dict[str, Any]] = {}
-        for record in self.records:
-            source = record.get("source")
-            if isinstance(source, str) and record.get("status") in _STATUSES:
-                if config is None or record.get("config") == config:
-                    latest[source] = record
-        return latest
+        return {source: entry.record() for source, entry in self.entries(config=config).items()}
 
     def done(self, *, config: str | None = None) -> dict[str, dict[str, Any]]:
         """The sources whose latest record left a finished feature file (ok or skipped), with that record."""
-        return {source: record for source, record in self.latest(config=config).items() if record["status"] in _DONE}
+        return {source: entry.record() for source, entry in self.finished(config=config).items()}
+
+    def configs(self) -> set[Any]:
+        """The configuration hashes of every successful record read or appended."""
+        return set(self._ok_configs)
+
+    def config_of(self, request: str) -> str | None:
+        """The configuration hash the newest successful record of this request hash names, if any."""
+        found = None
+        for entry in self._latest.values():
+            if entry.status == "ok" and entry.request == request and isinstance(entry.config, str):
+                if found is None or found.seq < entry.seq:
+                    found = entry
+        return None if found is None else found.config
 
     def failure_report(self) -> list[dict[str, Any]]:
         """``source``, ``error`` and ``run`` of every source whose latest record is a failure."""
-        return [
-            {"source": source, "error": record.get("error"), "run": record.get("run")}
-            for source, record in self.latest().items()
-            if record["status"] == "failed"
-        ]
+        report = []
+        for source, entry in self.entries().items():
+            if entry.status == "failed":
+                record = entry.record()
+                report.append({"source": source, "error": record.get("error"), "run": record.get("run")})
+        return report
 
     def clear(self) -> None:
         """Forget every record: empty the manifest and the failure report on disk."""
         rewrite_jsonl(self.path, [])
         rewrite_jsonl(self.failures_path, [])
-        self.records = []
+        self._latest, self._lines, self._ok_configs = {}, 0, set()
 
     def append(self, record: dict[str, Any]) -> None:
-        """Append one record (flushed at once); a failed one goes to the failure report too."""
-        if self._writers is None:
+        """Append one record (flushed at once); a failed one goes to the failure report too.
+
+        Raises
+        ------
+        OutputError
+            If the folder is full or not writable; the file is left without a partial line.
+        """
+        if not self._open:
             raise ParameterError(f"{self.path} is not open for writing: append inside `with manifest:`")
+        if self._writers is None:
+            manifest = JsonlWriter(self.path)
+            try:
+                self._writers = (manifest, JsonlWriter(self.failures_path))
+            except BaseException:
+                manifest.close()
+                raise
         manifest, failures = self._writers
-        manifest.write(record)
-        self.records.append(record)
+        line = json.dumps(record, sort_keys=True)
+        manifest.write_line(line)
+        self._add(line, record)
         if record.get("status") == "failed":
             failures.write({"source": record["source"], "error": record["error"], "run": record.get("run")})
 
+    def compact(self, *, force: bool = False) -> bool:
+        """Rewrite the file atomically with the latest record of each source and configuration only.
+
+        Done when superseded records outnumber the others (the file is then at most twice the
+        state it holds), or always with ``force``. :meth:`latest`, :meth:`done` and
+        :meth:`failure_report` answer the same before and after. Not while open for writing.
+
+        Returns
+        -------
+        bool
+            Whether the file was rewritten.
+        """
+        if self._open:
+            raise ParameterError(f"{self.path} is open for writing: compact it after `with manifest:`")
+        if not force and self.superseded <= len(self._latest):
+            return False
+        # sources in order of first appearance, each source's records in their order: what the
+        # file says of every source is unchanged
+        rank: dict[str, int] = {}
+        for source, _ in self._latest:
+            rank.setdefault(source, len(rank))
+        entries = sorted(self._latest.values(), key=lambda entry: (rank[entry.source], entry.seq))
+        atomic_write_text(self.path, "".join(entry.line + "\n" for entry in entries))
+        self._latest = {(entry.source, entry.config): entry._replace(seq=seq) for seq, entry in enumerate(entries)}
+        self._lines = len(entries)
+        return True
+
     def compact_failures(self) -> None:
-        """Rewrite the failure report from the latest state (files fixed since drop out)."""
-        rewrite_jsonl(self.failures_path, self.failure_report())
+        """Rewrite the failure report from the latest state (files fixed since drop out); left as it
+        is when that changes nothing."""
+        text = "".join(json.dumps(record, sort_keys=True) + "\n" for record in self.failure_report())
+        try:
+            if self.failures_path.read_text(encoding="utf-8") == text:
+                return
+        except (OSError, UnicodeDecodeError):
+            pass  # missing or unreadable: written below
+        atomic_write_text(self.failures_path, text)
+
+    def _add(self, line: str, record: dict[str, Any]) -> None:
+        source, status = record.get("source"), record.get("status")
+        if not isinstance(source, str) or status not in _STATUSES:
+            return  # not a file's record
+        config = record.get("config")
+        config = sys.intern(config) if isinstance(config, str) else config
+        request = record.get("request")
+        # a key keeps its first position: entries() lists sources in order of first appearance
+        self._latest[(source, config)] = ManifestEntry(
+            seq=self._lines,
+            source=source,
+            status=sys.intern(status),
+            config=config,
+            output=record.get("output"),
+            source_size=record.get("source_size"),
+            source_mtime_ns=record.get("source_mtime_ns"),
+            request=sys.intern(request) if isinstance(request, str) else request,
+            line=line,
+        )
+        self._lines += 1
+        if status == "ok":
+            self._ok_configs.add(config)
 
     def __enter__(self) -> Manifest:
-        manifest = JsonlWriter(self.path)
-        try:
-            self._writers = (manifest, JsonlWriter(self.failures_path))
-        except BaseException:
-            manifest.close()
-            raise
+        self._open = True
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._open = False
         if self._writers is not None:
             for writer in self._writers:
                 writer.close()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 
 import pytest
 
 from adares import atomic
+from adares.errors import OutputError
 
 
 def test_atomic_open_writes_creates_folders_and_leaves_no_temporary(tmp_path):
@@ -75,3 +77,31 @@ def test_remove_stale_temporaries_only_removes_marked_files(tmp_path):
     (tmp_path / "a" / ".hidden").write_bytes(b"not ours")
     assert atomic.remove_stale_temporaries(tmp_path) == 1
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [".hidden", "keep.npz"]
+
+
+@pytest.mark.parametrize("code", sorted(atomic.OUTPUT_ERRNOS))
+def test_a_full_or_unwritable_folder_raises_output_error_and_leaves_nothing(tmp_path, code):
+    target = tmp_path / "x.bin"
+    with pytest.raises(OutputError, match=r"cannot write .*x\.bin: .*\(E[A-Z]+\)") as caught:
+        with atomic.atomic_open(target, "wb") as handle:
+            handle.write(b"part")
+            raise OSError(code, os.strerror(code))
+    assert caught.value.errno == code and isinstance(caught.value, OSError)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_error_of_one_file_stays_an_os_error(tmp_path):
+    with pytest.raises(OSError) as caught:
+        atomic.atomic_write_text(tmp_path / ("x" * 300), "name too long")
+    assert caught.value.errno == errno.ENAMETOOLONG and not isinstance(caught.value, OutputError)
+
+
+def test_a_temporary_that_cannot_be_removed_is_an_output_error(tmp_path, monkeypatch):
+    (tmp_path / f".x.npz{atomic.TEMP_MARKER}1-0-abcdef").write_bytes(b"half")
+
+    def read_only(path):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), path)
+
+    monkeypatch.setattr(atomic.os, "unlink", read_only)
+    with pytest.raises(OutputError, match=r"Read-only file system \(EROFS\)"):
+        atomic.remove_stale_temporaries(tmp_path)

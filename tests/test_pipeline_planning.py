@@ -79,12 +79,12 @@ def test_unchanged_finished_files_are_skipped_and_the_rest_planned(tmp_path):
     assert not corpus.may_have_work(overwrite=False) and corpus.may_have_work(overwrite=True)
     (corpus.out / tasks[1].output_rel).unlink()  # its output is gone: planned again
     skipped, todo = corpus.split(tasks, config_hash="c1")
-    assert [r["source"] for r in skipped] == [tasks[0].source_rel, tasks[2].source_rel]
-    assert {r["status"] for r in skipped} == {"skipped"} and todo == [tasks[1]]
+    assert [entry.source for entry in skipped] == [tasks[0].source_rel, tasks[2].source_rel]
+    assert {entry.status for entry in skipped} == {"ok"} and todo == [tasks[1]]
     _, todo = corpus.split(tasks, config_hash="c2")  # another configuration finished nothing
     assert todo == tasks
 
     with pytest.raises(ConfigMismatchError, match=r"overwrite=True \(--overwrite\)"):
         corpus.prepare_output(config_hash="c2", overwrite=False)
     corpus.prepare_output(config_hash="c2", overwrite=True)
-    assert corpus.manifest.records == [] and corpus.manifest.path.read_text() == ""
+    assert len(corpus.manifest) == 0 and corpus.manifest.path.read_text() == ""

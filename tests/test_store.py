@@ -93,7 +93,7 @@ def test_manifest_latest_state_per_source(tmp_path):
     with open(path, "a") as handle:
         handle.write('{"source": "b", "status": "o')  # a run killed mid-line
     manifest = Manifest(path)
-    assert len(manifest.records) == 7
+    assert (len(manifest), manifest.superseded) == (6, 2)  # file records; a and c were done again
     assert {source: r["status"] for source, r in manifest.latest().items()} == {
         "a": "skipped",
         "b": "failed",
@@ -110,9 +110,12 @@ def test_manifest_latest_state_per_source(tmp_path):
 
 def test_manifest_appends_flushed_records_and_reports_failures(tmp_path):
     manifest = Manifest.of(tmp_path / "out")
-    assert manifest.records == [] and not manifest.path.exists()
+    assert len(manifest) == 0 and not manifest.path.exists()
     with pytest.raises(ParameterError, match="not open"):
         manifest.append(record("a", "ok"))
+    with manifest:
+        pass
+    assert not manifest.path.exists() and not manifest.failures_path.exists()  # nothing written, nothing made
     with manifest:
         manifest.append(record("a", "failed", error="bad"))
         assert list(read_jsonl(manifest.path)) == [record("a", "failed", error="bad")]  # on disk at once
@@ -121,9 +124,10 @@ def test_manifest_appends_flushed_records_and_reports_failures(tmp_path):
     assert list(read_jsonl(manifest.failures_path)) == [{"source": "a", "error": "bad", "run": "r"}]
     manifest.compact_failures()  # a fixed file drops out of the report
     assert list(read_jsonl(manifest.failures_path)) == []
-    assert [r["status"] for r in Manifest.of(tmp_path / "out").records] == ["failed", "ok"]
+    assert [r["status"] for r in read_jsonl(manifest.path)] == ["failed", "ok"]
+    assert len(Manifest.of(tmp_path / "out")) == 2
     manifest.clear()
-    assert manifest.records == [] and manifest.path.read_text() == ""
+    assert len(manifest) == 0 and manifest.path.read_text() == ""
 
 
 # --- writers: dtype, streamed features, shards ---------------------------------------------------
@@ -276,3 +280,86 @@ def test_an_aborted_shard_leaves_nothing(tmp_path):
     writer.abort()
     writer.finish()
     assert writer.finished == [] and not list(tmp_path.iterdir())
+
+
+def _state(manifest: Manifest) -> tuple:
+    return (
+        manifest.latest(),
+        manifest.latest(config="c1"),
+        manifest.latest(config="c2"),
+        manifest.done(),
+        manifest.failure_report(),
+    )
+
+
+def test_compaction_keeps_what_the_manifest_says_of_every_source(tmp_path):
+    path = tmp_path / "manifest.jsonl"
+    records = [
+        record("a", "failed", error="bad"),
+        record("b", "ok"),
+        record("a", "failed", config="c2", error="other"),
+        record("a", "ok"),
+        record("c", "failed", error="worse"),
+        record("b", "ok", seconds=2.0),
+    ]
+    rewrite_jsonl(path, records)
+    manifest = Manifest(path)
+    before = _state(manifest)
+    assert list(manifest.latest()) == ["a", "b", "c"] and manifest.latest()["a"]["status"] == "ok"
+    assert manifest.superseded == 2 and not manifest.compact()  # not worth it: 2 superseded of 6
+    assert manifest.compact(force=True)
+    assert [r["source"] for r in read_jsonl(path)] == ["a", "a", "b", "c"]
+    for again in (manifest, Manifest(path)):
+        assert (len(again), again.superseded) == (4, 0)
+        assert _state(again) == before
+    with manifest, pytest.raises(ParameterError, match="open for writing"):
+        manifest.compact()
+
+
+def test_compaction_runs_once_superseded_records_outnumber_the_rest(tmp_path):
+    manifest = Manifest.of(tmp_path)
+    with manifest:
+        for status in ("failed", "failed", "ok"):
+            manifest.append(record("a", status, error="x"))
+        manifest.append(record("b", "ok"))
+    assert (len(manifest), manifest.superseded) == (4, 2) and not manifest.compact()
+    with manifest:
+        manifest.append(record("b", "ok"))
+    assert manifest.compact() and [r["source"] for r in read_jsonl(manifest.path)] == ["a", "b"]
+
+
+def test_a_write_the_disk_refuses_leaves_no_partial_line(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from adares import store
+    from adares.errors import OutputError
+
+    manifest = Manifest.of(tmp_path)
+    with manifest:
+        manifest.append(record("a", "ok"))
+    before = manifest.path.read_bytes()
+    real_write = os.write
+
+    def half_then_full(fd, data):
+        if len(data) > 10:
+            return real_write(fd, bytes(data)[: len(data) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(store.os, "write", half_then_full)
+    with manifest, pytest.raises(OutputError, match=r"manifest.jsonl: No space left on device \(ENOSPC\)"):
+        manifest.append(record("b", "ok"))
+    monkeypatch.undo()
+    assert manifest.path.read_bytes() == before
+    assert sorted(Manifest.of(tmp_path).latest()) == ["a"]
+
+
+def test_failures_report_is_left_alone_when_unchanged(tmp_path):
+    manifest = Manifest.of(tmp_path)
+    with manifest:
+        manifest.append(record("a", "failed", error="bad"))
+    manifest.compact_failures()
+    stamp = manifest.failures_path.stat().st_mtime_ns
+    inode = manifest.failures_path.stat().st_ino
+    manifest.compact_failures()
+    assert (manifest.failures_path.stat().st_mtime_ns, manifest.failures_path.stat().st_ino) == (stamp, inode)

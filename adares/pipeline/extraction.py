@@ -8,21 +8,25 @@ run meanwhile.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import errno
 import os
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from adares.errors import ParameterError
+from adares.atomic import os_reason
+from adares.errors import OutputError, OutputLockedError, ParameterError
 from adares.extensions import AUDIO_EXTENSIONS
 from adares.pipeline.config import ExtractConfig
+from adares.pipeline.lock import OutputLock
 from adares.units import to_samples
 from adares.workers import fork_server, keep_freed_memory, worker_count
 
 if TYPE_CHECKING:
-    from adares.store import Manifest
+    from adares.store import Manifest, ManifestEntry
 
 __all__ = ["Summary", "extract"]
 
@@ -72,11 +76,14 @@ def extract(
 ) -> Summary:
     """Extract features for every audio file under ``input_path`` into ``output_dir``.
 
-    Stages: discover the inputs -> resolve the configuration -> plan (skip what an earlier run
-    finished with the same configuration) -> map small batches of files over an executor ->
-    write each file's features atomically -> append a manifest record per file as it finishes
-    -> summarise. Only this process writes the manifest and the failure report, in the order
-    files finish, so a killed run keeps the record of every finished file and a rerun resumes.
+    Stages: lock the output folder -> discover the inputs -> resolve the configuration -> plan
+    (skip what an earlier run finished with the same configuration) -> map small batches of
+    files over an executor -> write each file's features atomically -> append a manifest record
+    per file as it finishes -> summarise. Only this process writes the manifest and the failure
+    report, in the order files finish, so a killed run keeps the record of every finished file
+    and a rerun resumes. Files skipped are counted, not recorded again: a rerun with nothing to
+    do leaves the manifest as it was. A run whose records outnumber the sources they describe
+    twice over compacts the manifest at its end (:meth:`~adares.store.Manifest.compact`).
 
     Parameters
     ----------
@@ -104,9 +111,12 @@ def extract(
     batch_size : int, optional
         Files per task; by default chosen so every worker gets several tasks.
     on_plan : callable, optional
-        Called once with (number of files to process, their total declared audio seconds).
+        Called once with (number of files to process, their total declared audio seconds; for
+        more than :data:`~adares.pipeline.planning.DURATION_SAMPLE` files, estimated from a
+        sample of their headers).
     on_record : callable, optional
-        Called with each manifest record as it is written (progress display).
+        Called with each manifest record as it is written, and with a ``skipped`` record for
+        each file done before (not written), first (progress display).
     dedicated_process : bool
         This process exists for the run (a command-line tool): it may then take process-wide
         settings for the work it does itself (glibc's allocator keeps freed buffers, as in the
@@ -124,10 +134,63 @@ def extract(
         For invalid settings or a missing input.
     ModelError
         If the compressor cannot be loaded.
+    OutputLockedError
+        If another run is writing ``output_dir`` (it holds ``output_dir/.adares.lock``).
+    OutputError
+        If ``output_dir`` is full or not writable: the run stops at once, the message says how
+        many files are done; a rerun once it is fixed resumes.
     """
     started = time.perf_counter()
     config = config or ExtractConfig()
     _check_without_torch(config, jobs=jobs)
+    lock = OutputLock(output_dir)
+    summary = Summary(output_dir=str(Path(output_dir)), config_hash="")
+    try:
+        if lock.folder.is_dir():
+            lock.acquire()  # before anything starts: a second run on the folder is refused at once
+        _extract(
+            input_path,
+            output_dir,
+            config=config,
+            extensions=extensions,
+            jobs=jobs,
+            executor=executor,
+            overwrite=overwrite,
+            fail_fast=fail_fast,
+            batch_size=batch_size,
+            on_plan=on_plan,
+            on_record=on_record,
+            dedicated_process=dedicated_process,
+            lock=lock,
+            summary=summary,
+        )
+    except OutputLockedError:
+        raise
+    except OutputError as error:
+        raise _stopped(error, summary=summary) from None
+    finally:
+        lock.release()
+    summary.wall_seconds = time.perf_counter() - started
+    return summary
+
+
+def _extract(
+    input_path: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    *,
+    config: ExtractConfig,
+    extensions: Iterable[str],
+    jobs: int | None,
+    executor: cf.Executor | None,
+    overwrite: bool,
+    fail_fast: bool,
+    batch_size: int | None,
+    on_plan: Callable[[int, float], None] | None,
+    on_record: Callable[[dict[str, Any]], None] | None,
+    dedicated_process: bool,
+    lock: OutputLock,
+    summary: Summary,
+) -> None:
     if dedicated_process:
         keep_freed_memory()  # this process may run the work itself (jobs=1)
     workers = worker_count(jobs)
@@ -142,33 +205,50 @@ def extract(
             runner.start_workers()  # the first worker resolves the configuration while this process plans
         try:
             tasks = corpus.tasks()
-            if runner.described is not None:
-                corpus.read_durations(tasks)  # while the workers start (also files a rerun will skip)
+            if runner.described is not None and on_plan is not None:
+                # while the workers start: the headers of the files a rerun will probably do
+                corpus.declared_seconds(corpus.likely_todo(tasks, overwrite=overwrite))
             resolved = resolve_configuration(
                 config, manifest=corpus.manifest, described=runner.described, overwrite=overwrite
             )
-            corpus.prepare_output(config_hash=resolved.config_hash, overwrite=overwrite)
-            summary = Summary(output_dir=str(corpus.out), config_hash=resolved.config_hash, total=len(tasks))
+            corpus.prepare_output(config_hash=resolved.config_hash, overwrite=overwrite, lock=lock)
+            summary.config_hash, summary.total = resolved.config_hash, len(tasks)
             skipped, todo = corpus.split(tasks, config_hash=resolved.config_hash)
             with corpus.manifest:
                 record = _Recorder(
                     corpus.manifest,
                     summary,
-                    stamp={"run": uuid.uuid4().hex[:12], "config": resolved.config_hash, "request": resolved.request},
+                    stamp={
+                        "run": uuid.uuid4().hex[:12],
+                        "config": resolved.config_hash,
+                        "request": resolved.request,
+                    },
                     on_record=on_record,
                 )
                 for entry in skipped:
-                    record(entry)
+                    record.skip(entry)
                 if on_plan is not None:
                     on_plan(len(todo), corpus.declared_seconds(todo))
                 summary.stopped_early = runner.run(
                     todo, extractor=resolved.extractor, batch_size=batch_size, fail_fast=fail_fast, record=record
                 )
+            corpus.manifest.compact_failures()
+            if record.written:
+                corpus.manifest.compact()  # a run that wrote nothing leaves the file as it was
         finally:
             runner.close()
-        corpus.manifest.compact_failures()
-    summary.wall_seconds = time.perf_counter() - started
-    return summary
+
+
+def _stopped(error: OutputError, *, summary: Summary) -> OutputError:
+    """The error that stops a run on its output folder, in one line: the cause, how far the run
+    got, and what to do."""
+    code = error.errno
+    cause = os_reason(OSError(code, os.strerror(code))) if code is not None else str(error)
+    full = code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG)
+    advice = "rerun after freeing space to resume" if full else "rerun once it is writable to resume"
+    if summary.total:
+        advice = f"{summary.done + summary.skipped:,} of {summary.total:,} files are done, {advice}"
+    return type(error)(f"cannot write to {summary.output_dir}: {cause}; {advice}", errno=code)
 
 
 class _Recorder:
@@ -183,10 +263,20 @@ class _Recorder:
         on_record: Callable[[dict[str, Any]], None] | None,
     ) -> None:
         self.manifest, self.summary, self.stamp, self.on_record = manifest, summary, stamp, on_record
+        self.written = 0
+
+    def skip(self, entry: ManifestEntry) -> None:
+        """Count a file done before; the progress callback is told, the manifest is not."""
+        self.summary.skipped += 1
+        if self.on_record is not None:
+            from adares.pipeline.planning import skipped_record
+
+            self.on_record(self.stamp | skipped_record(entry.record()))
 
     def __call__(self, entry: dict[str, Any]) -> None:
         entry = self.stamp | entry
         self.manifest.append(entry)
+        self.written += 1
         summary = self.summary
         if entry["status"] == "failed":
             summary.failed += 1

@@ -2,28 +2,36 @@
 
 A run's output folder carries its own history (:class:`~adares.store.Manifest`): a file whose
 latest record, made with this run's configuration, says it was finished, and whose source has
-the same size and modification time, is skipped. A folder holds the features of one
-configuration only; another is refused unless the caller asks to overwrite.
+the same size and modification time, is skipped (and not recorded again: the manifest grows only
+when something happens to a file). A folder holds the features of one configuration only;
+another is refused unless the caller asks to overwrite. Only the run holding the folder's lock
+(:class:`~adares.pipeline.lock.OutputLock`) prepares and writes it.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import os
+import random
 from collections.abc import Iterable, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from adares.atomic import remove_stale_temporaries
+from adares.atomic import output_errors, remove_stale_temporaries
 from adares.audio import info
 from adares.errors import AdaresError, ConfigMismatchError
 from adares.pipeline.config import ExtractConfig, identity_hash
 from adares.pipeline.discovery import discover
-from adares.store import Manifest, output_paths
+from adares.pipeline.lock import OutputLock
+from adares.store import Manifest, ManifestEntry, output_paths
 
-__all__ = ["Corpus", "Resolved", "Task", "resolve_configuration"]
+__all__ = ["DURATION_SAMPLE", "Corpus", "Resolved", "Task", "resolve_configuration", "skipped_record"]
+
+DURATION_SAMPLE = 2000
+"""Most headers read for a plan's audio duration: beyond, a fixed random sample of this many files,
+scaled to the count (a header costs a fraction of a millisecond; a million would take minutes)."""
 
 
 @dataclass(frozen=True)
@@ -80,62 +88,96 @@ class Corpus:
         """
         if overwrite:
             return bool(self.outputs)
-        return len(self.manifest.done()) < len(self.outputs)
+        return len(self.manifest.finished()) < len(self.outputs)
 
     def tasks(self) -> list[Task]:
         """One task per input, in discovery order, with the size and time of its source now."""
         return [_make_task(self.root, self.out, source, output) for source, output in self.outputs.items()]
 
-    def read_durations(self, tasks: Iterable[Task]) -> None:
-        """Read the declared duration of each file from its header (for the plan's audio hours)."""
-        for task in tasks:
-            self._seconds[task.source] = _declared_seconds(task.source)
+    def likely_todo(self, tasks: Sequence[Task], *, overwrite: bool) -> list[Task]:
+        """The tasks an earlier run did not finish unchanged, whatever its configuration: the files
+        to do, judged before the configuration is known (a folder holds one configuration)."""
+        if overwrite:
+            return list(tasks)
+        finished = self.manifest.finished()
+        return [task for task in tasks if not self._finished_unchanged(finished.get(task.source_rel), task)]
 
-    def declared_seconds(self, tasks: Iterable[Task]) -> float:
-        """Total declared audio duration of ``tasks`` (headers read now unless already read)."""
-        return sum(
-            self._seconds[task.source] if task.source in self._seconds else _declared_seconds(task.source)
-            for task in tasks
-        )
+    def declared_seconds(self, tasks: Sequence[Task]) -> float:
+        """Total declared audio duration of ``tasks``, from their headers (read once, kept).
 
-    def prepare_output(self, *, config_hash: str, overwrite: bool) -> None:
+        Up to :data:`DURATION_SAMPLE` files, exact; beyond, estimated from a fixed random sample
+        of that many, so a plan never reads every header of a large corpus.
+        """
+        if len(tasks) <= DURATION_SAMPLE:
+            return sum(self._declared(task) for task in tasks)
+        sample = random.Random(len(tasks)).sample(range(len(tasks)), DURATION_SAMPLE)
+        return sum(self._declared(tasks[index]) for index in sample) * len(tasks) / DURATION_SAMPLE
+
+    def _declared(self, task: Task) -> float:
+        seconds = self._seconds.get(task.source)
+        if seconds is None:
+            seconds = self._seconds[task.source] = _declared_seconds(task.source)
+        return seconds
+
+    def prepare_output(self, *, config_hash: str, overwrite: bool, lock: OutputLock | None = None) -> None:
         """Make the output folder ready for this configuration.
 
         Refuses a folder holding another configuration's features unless ``overwrite``; creates
-        the folder; removes the temporary files of a killed run; with ``overwrite``, clears the
-        manifest and the failure report.
+        the folder; takes ``lock`` if not yet held (the folder did not exist when the run began:
+        a manifest another run wrote meanwhile is read again); removes the temporary files of a
+        killed run; with ``overwrite``, clears the manifest and the failure report.
 
         Raises
         ------
         ConfigMismatchError
             If the folder holds features made with another configuration and ``overwrite`` is off.
+        OutputLockedError
+            If another run holds ``lock``.
+        OutputError
+            If the folder cannot be created or written.
         """
-        records = self.manifest.records
-        others = {r.get("config") for r in records if r.get("status") == "ok" and r.get("config") != config_hash}
+        self._refuse_other_configuration(config_hash, overwrite=overwrite)
+        with output_errors(self.out):
+            self.out.mkdir(parents=True, exist_ok=True)
+        if lock is not None and not lock.held:
+            lock.acquire()
+            if self.manifest.path.exists():
+                self.manifest = Manifest(self.manifest.path)
+                self._refuse_other_configuration(config_hash, overwrite=overwrite)
+        with output_errors(self.out):
+            remove_stale_temporaries(self.out)
+            if overwrite:
+                self.manifest.clear()
+
+    def _refuse_other_configuration(self, config_hash: str, *, overwrite: bool) -> None:
+        others = self.manifest.configs() - {config_hash}
         if others and not overwrite:
             raise ConfigMismatchError(
-                f"{self.out} already holds features made with another configuration (config {sorted(others)[0]}, "
-                f"this run is {config_hash}); use another output folder, or pass overwrite=True (--overwrite) "
-                "to replace them"
+                f"{self.out} already holds features made with another configuration "
+                f"(config {sorted(map(str, others))[0]}, this run is {config_hash}); use another output folder, "
+                "or pass overwrite=True (--overwrite) to replace them"
             )
-        self.out.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(self.out)
-        if overwrite:
-            self.manifest.clear()
 
-    def split(self, tasks: Sequence[Task], *, config_hash: str) -> tuple[list[dict[str, Any]], list[Task]]:
-        """The records of the files an earlier run finished with this configuration and that are
-        unchanged since (to record as skipped), and the tasks left to do; both in task order."""
-        finished = self.manifest.done(config=config_hash)
-        skipped: list[dict[str, Any]] = []
+    def split(self, tasks: Sequence[Task], *, config_hash: str) -> tuple[list[ManifestEntry], list[Task]]:
+        """The manifest entries of the files an earlier run finished with this configuration and
+        that are unchanged since (skipped: counted, not recorded again), and the tasks left to do;
+        both in task order."""
+        finished = self.manifest.finished(config=config_hash)
+        skipped: list[ManifestEntry] = []
         todo: list[Task] = []
         for task in tasks:
-            done_before = finished.get(task.source_rel)
-            if done_before is not None and self._unchanged(done_before, task):
-                skipped.append(_skipped_record(done_before))
+            entry = finished.get(task.source_rel)
+            if self._finished_unchanged(entry, task):
+                skipped.append(entry)
             else:
                 todo.append(task)
         return skipped, todo
+
+    def _finished_unchanged(self, entry: ManifestEntry | None, task: Task) -> bool:
+        # the size and time first: they rule out most changed files without parsing the record
+        if entry is None or entry.source_size != task.size or entry.source_mtime_ns != task.mtime_ns:
+            return False
+        return self._unchanged(entry.record(), task)
 
     def _unchanged(self, entry: dict[str, Any], task: Task) -> bool:
         return (
@@ -186,9 +228,9 @@ def resolve_configuration(
         except BrokenProcessPool:
             pass  # the worker died: resolved below, and the run starts new workers
     if not overwrite:
-        for entry in reversed(manifest.records):
-            if entry.get("status") == "ok" and entry.get("request") == request and isinstance(entry.get("config"), str):
-                return Resolved(entry["config"], request)
+        earlier = manifest.config_of(request)
+        if earlier is not None:
+            return Resolved(earlier, request)
     extractor = config.build_extractor()
     return Resolved(config.config_hash(extractor), request, extractor)
 
@@ -210,7 +252,8 @@ def _make_task(root: Path, out: Path, source: PurePosixPath, output: PurePosixPa
     )
 
 
-def _skipped_record(done_before: dict[str, Any]) -> dict[str, Any]:
+def skipped_record(done_before: dict[str, Any]) -> dict[str, Any]:
+    """What the progress callback is told of a file skipped as done before (never written to the manifest)."""
     keep = ("id", "source", "output", "duration", "fine_frames", "output_frames", "source_size", "source_mtime_ns")
     return {key: done_before.get(key) for key in keep} | {"status": "skipped", "seconds": 0.0}
 

@@ -4,7 +4,9 @@ Tasks go out in small batches, with a bounded number in flight, so a corpus of a
 never becomes a million futures. Records come back to this process, which alone writes the
 manifest, in the order files finish. A local pool whose worker died (killed, out of memory,
 crashed in native code) is replaced, and its unfinished files are retried one by one, so a file
-that kills its worker is isolated and the others still get done.
+that kills its worker is isolated and the others still get done. An output folder that is full or
+not writable (:class:`~adares.errors.OutputError`, from a worker or from the manifest) stops the
+run at once: what is in flight is cancelled, and the error goes to the caller.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from adares.errors import OutputError
 from adares.pipeline.config import ExtractConfig
 from adares.pipeline.planning import Task
 from adares.pipeline.worker import describe, failure_record, one_line, prepare, process_batch, process_tasks
@@ -71,6 +74,11 @@ class Runner:
         """Process ``todo``, recording each file as it finishes; whether ``fail_fast`` stopped it early.
 
         ``extractor`` is used when the work stays in this process; None builds one if needed.
+
+        Raises
+        ------
+        OutputError
+            If the output folder is full or not writable (the files in flight are not recorded).
         """
         if self._starting is not None:
             self._starting.join()
@@ -119,30 +127,37 @@ class Runner:
         in_flight: dict[cf.Future, list[Task]] = {}
         limit = max(2, 4 * self.workers)
         stop = False
-        while pending or in_flight:
-            while pending and len(in_flight) < limit and not stop:
-                batch = pending.pop()
-                in_flight[pool.submit(process_batch, batch, self.config)] = batch
-            if not in_flight:
-                break
-            finished, _ = cf.wait(list(in_flight), return_when=cf.FIRST_COMPLETED)
-            for future in finished:
-                batch = in_flight.pop(future)
-                error = future.exception()
-                if error is None:
-                    for entry in future.result():
-                        record(entry)
-                        stop = stop or (fail_fast and entry["status"] == "failed")
-                    continue
-                if self.owns_pool and isinstance(error, BrokenProcessPool):
-                    lost = [batch] + [in_flight.pop(f) for f in list(in_flight)]
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    pool = self.pool = local_pool(self.workers)
-                    pending += self._retries([task for tasks in lost for task in tasks], attempts, record)
+        try:
+            while pending or in_flight:
+                while pending and len(in_flight) < limit and not stop:
+                    batch = pending.pop()
+                    in_flight[pool.submit(process_batch, batch, self.config)] = batch
+                if not in_flight:
                     break
-                for task in batch:
-                    record(failure_record(task, f"worker failed: {one_line(error)}"))
-                    stop = stop or fail_fast
+                finished, _ = cf.wait(list(in_flight), return_when=cf.FIRST_COMPLETED)
+                for future in finished:
+                    batch = in_flight.pop(future)
+                    error = future.exception()
+                    if isinstance(error, OutputError):
+                        raise error
+                    if error is None:
+                        for entry in future.result():
+                            record(entry)
+                            stop = stop or (fail_fast and entry["status"] == "failed")
+                        continue
+                    if self.owns_pool and isinstance(error, BrokenProcessPool):
+                        lost = [batch] + [in_flight.pop(f) for f in list(in_flight)]
+                        pool.shutdown(wait=False, cancel_futures=True)
+                        pool = self.pool = local_pool(self.workers)
+                        pending += self._retries([task for tasks in lost for task in tasks], attempts, record)
+                        break
+                    for task in batch:
+                        record(failure_record(task, f"worker failed: {one_line(error)}"))
+                        stop = stop or fail_fast
+        except OutputError:
+            for future in in_flight:
+                future.cancel()  # a caller's executor too: nothing more is written to a folder that refuses
+            raise
         if stop:
             for future in in_flight:
                 future.cancel()
