@@ -277,15 +277,10 @@ def _frozen_set(task: str, name: str, config) -> Any:
             torch.cat([row, width.log().to(row.dtype)[:, None]], dim=1) for row, width in zip(rows, widths, strict=True)
         ]
         key += ":widths"
-    lengths = torch.cat(lengths)
-    padded = torch.empty(len(rows), int(lengths.max()), rows[0].shape[-1])
-    for item, row in enumerate(rows):
-        padded[item, : len(row)] = row
-        padded[item, len(row) :] = row.min()
     return dataclasses.replace(
         fine,
-        log_mel=padded,
-        lengths=lengths,
+        frames=torch.cat(rows),
+        lengths=torch.cat(lengths),
         frontend=config.frontend_config(),
         key=hashlib.sha256(key.encode()).hexdigest(),
     )

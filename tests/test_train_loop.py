@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile
 import torch
 from click.testing import CliRunner
 from safetensors.torch import load_file
@@ -17,13 +24,15 @@ from adares.train import (
     CHECKPOINT,
     METRICS,
     WEIGHTS,
+    SpectrogramSet,
     TrainConfig,
     build_model,
     classifier_macs,
+    load_spectrograms,
     train,
 )
 
-from .train_helpers import comparable, run, small_config, synthetic_set, tone_dataset
+from .train_helpers import comparable, run, small_config, synthetic_set, tone_dataset, write_labels
 
 
 def test_same_seed_same_run_and_other_seed_differs(tmp_path):
@@ -202,3 +211,84 @@ def test_reduction_zero_keeps_every_frame(tmp_path):
     config = small_config(compressor="avgpool", reduction=0.0, epochs=1)
     metrics = run(tmp_path, "run", config, synthetic_set(config))
     assert metrics["mean_output_frames"] == pytest.approx(metrics["mean_frames"])
+
+
+def test_memory_mapped_and_in_memory_data_train_identically(tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    tone_dataset(data_dir)
+    config = small_config(epochs=2, batch_size=6, mixup=0.3)
+    mapped = load_spectrograms(data_dir, frontend=config.frontend_config(), cache_dir=tmp_path / "cache")
+    in_memory = dataclasses.replace(mapped, frames=mapped.frames.clone())
+    padded = SpectrogramSet.from_padded(
+        mapped.log_mel,
+        mapped.lengths,
+        **{k: getattr(mapped, k) for k in ("labels", "splits", "classes", "paths")},
+        frontend=mapped.frontend,
+        key=mapped.key,
+    )
+    results = [run(tmp_path, name, config, data) for name, data in (("a", mapped), ("b", in_memory), ("c", padded))]
+    results.append(train(data_dir, tmp_path / "d", config, progress=False))
+    assert all(comparable(result) == comparable(results[0]) for result in results[1:])
+    weights = [load_file(tmp_path / name / WEIGHTS) for name in "abcd"]
+    for name in weights[0]:
+        assert all(torch.equal(other[name], weights[0][name]) for other in weights[1:]), name
+
+
+_CAPPED_TRAINING = """
+import resource, sys
+import torch
+from adares.cli.main import main
+from adares.train import TrainConfig, load_spectrograms
+
+def data_bytes():
+    return next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmData:"))
+
+data, out, budget = sys.argv[1], sys.argv[2], int(sys.argv[3])
+torch.set_num_threads(1)
+# Private writable memory (heap, anonymous maps) beyond what the process holds now; file-backed
+# read-only maps, such as the memory-mapped log-mels, are not counted.
+resource.setrlimit(resource.RLIMIT_DATA, (data_bytes() + budget, resource.getrlimit(resource.RLIMIT_DATA)[1]))
+arguments = ["train", data, out, "--compressor", "none", "--n-mels", "16", "--epochs", "1", "--min-epochs", "1"]
+main(arguments + ["--batch-size", "4", "--threads", "1", "--quiet"], standalone_mode=False)
+print("trained")
+loaded = load_spectrograms(data, frontend=TrainConfig(n_mels=16).frontend_config())
+print("padded bytes", len(loaded.lengths) * int(loaded.lengths.max()) * loaded.n_mels * 4)
+try:
+    loaded.log_mel  # the whole corpus padded into one tensor, as training used to hold it
+except (MemoryError, RuntimeError):
+    print("padding refused")
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux's RLIMIT_DATA and /proc")
+def test_train_command_on_a_corpus_too_large_to_hold_padded(tmp_path):
+    # 800 clips of 0.1 s and ten of 60 s in the training split: padded to the longest, 16 mel bins at
+    # 5 ms hop take 800 x 12,001 x 16 x 4 bytes = 614 MB; end to end they take 8 MB.
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    rng = np.random.default_rng(0)
+    rows = []
+    for index in range(800):
+        label, freq = (("low", 300.0), ("mid", 1200.0), ("high", 4000.0))[index % 3]
+        split = ("train", "train", "train", "train", "validation", "test")[index % 6]
+        seconds = 60.0 if split == "train" and index % 80 == 0 else 0.1
+        t = np.arange(int(seconds * 16000)) / 16000
+        audio = 0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * rng.standard_normal(len(t))
+        soundfile.write(data_dir / f"{index}.wav", audio.astype(np.float32), 16000)
+        rows.append((f"{index}.wav", label, split))
+    write_labels(data_dir, rows)
+    budget = 400_000_000
+    environment = {**os.environ, "MALLOC_ARENA_MAX": "2", "TMPDIR": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-c", _CAPPED_TRAINING, str(data_dir), str(tmp_path / "out"), str(budget)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=environment,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "trained" in result.stdout and "padding refused" in result.stdout, result.stdout
+    padded = int(result.stdout.split("padded bytes")[1].split()[0])
+    assert padded > budget
+    assert json.loads((tmp_path / "out" / METRICS).read_text())["accuracy"] > 0.9

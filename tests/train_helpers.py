@@ -42,7 +42,7 @@ def synthetic_set(config: TrainConfig, *, clips: int = 72, frames: int = 40) -> 
     order = torch.arange(clips)
     train, validation = 2 * clips // 3, 5 * clips // 6
     splits = {"train": order[:train], "validation": order[train:validation], "test": order[validation:]}
-    return SpectrogramSet(
+    return SpectrogramSet.from_padded(
         log_mel=log_mel,
         lengths=lengths,
         labels=labels,

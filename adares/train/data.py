@@ -2,25 +2,29 @@
 
 A dataset folder holds a ``labels.csv`` (columns ``path,label,split``, splits ``train``,
 ``validation``, ``test``) and the clips it names. Its fine log-mel is computed once per front-end
-configuration and cached as a safetensors file keyed by a hash of the configuration and the
-audio files, so the runs of a benchmark share one decoding.
+configuration into one file (the safetensors layout: every clip's frames end to end, and their
+lengths), keyed by a hash of the configuration and the audio files, so the runs of a benchmark
+share one decoding. Training reads that file memory-mapped and pads one batch at a time, so a
+corpus far larger than memory trains in the memory of its largest batch.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import os
-from collections.abc import Sequence
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 import torch
-from safetensors.torch import load as load_tensors
-from safetensors.torch import save as save_tensors
 from torch import Tensor
 from tqdm.auto import tqdm
 
@@ -36,12 +40,15 @@ SPLITS = ("train", "validation", "test")
 
 @dataclass(frozen=True, eq=False)
 class SpectrogramSet:
-    """Fine log-mel spectrograms of a labelled folder, padded into one tensor.
+    """Fine log-mel spectrograms of a labelled folder, every clip's frames end to end.
+
+    ``frames`` may be a memory-mapped file (what :func:`load_spectrograms` returns): batches are
+    padded one at a time (:meth:`batch`), so the set never needs the memory of all its clips.
 
     Attributes
     ----------
-    log_mel : torch.Tensor [shape=(N, T_max, F)], float32
-        Padded with each clip's minimum past its length.
+    frames : torch.Tensor [shape=(sum(lengths), F)], float32
+        Clip ``i``'s log-mel is ``frames[offsets[i] : offsets[i] + lengths[i]]``.
     lengths : torch.Tensor [shape=(N,)], int64
     labels : torch.Tensor [shape=(N,)], int64
         Index into ``classes``.
@@ -57,7 +64,7 @@ class SpectrogramSet:
         Hash of the front end and the audio files (the cache key).
     """
 
-    log_mel: Tensor
+    frames: Tensor
     lengths: Tensor
     labels: Tensor
     splits: dict[str, Tensor]
@@ -66,11 +73,59 @@ class SpectrogramSet:
     frontend: dict[str, Any]
     key: str
 
+    def __post_init__(self) -> None:
+        if self.frames.ndim != 2 or self.lengths.ndim != 1 or len(self.labels) != len(self.lengths):
+            raise ParameterError(
+                f"frames must be [total frames, mels] and lengths and labels one per clip; got shapes "
+                f"{tuple(self.frames.shape)}, {tuple(self.lengths.shape)} and {tuple(self.labels.shape)}"
+            )
+        if int(self.lengths.sum()) != self.frames.shape[0]:
+            raise ParameterError(f"lengths add up to {int(self.lengths.sum())} frames, frames holds {len(self.frames)}")
+        starts = torch.zeros(len(self.lengths), dtype=torch.int64)
+        torch.cumsum(self.lengths[:-1], 0, out=starts[1:])
+        object.__setattr__(self, "offsets", starts)
+
+    @classmethod
+    def from_padded(cls, log_mel: Tensor, lengths: Tensor, **fields: Any) -> SpectrogramSet:
+        """A set from spectrograms padded into one tensor ``log_mel`` [N, T_max, F] (padding ignored).
+
+        ``fields`` are the other attributes (``labels``, ``splits``, ``classes``, ``paths``,
+        ``frontend``, ``key``).
+        """
+        frames = torch.cat([log_mel[item, :count] for item, count in enumerate(lengths.tolist())])
+        return cls(frames=frames, lengths=lengths, **fields)
+
+    @property
+    def n_mels(self) -> int:
+        """Mel bins per frame."""
+        return int(self.frames.shape[1])
+
+    def spectrogram(self, index: int) -> Tensor:
+        """Clip ``index``'s log-mel ``[T, F]`` (a view of ``frames``)."""
+        start = int(self.offsets[index])
+        return self.frames[start : start + int(self.lengths[index])]
+
     def batch(self, indices: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Log-mel ``[B, T, F]`` trimmed to the longest item, lengths ``[B]`` and labels ``[B]``."""
+        """Log-mel ``[B, T, F]`` padded to the longest item, lengths ``[B]`` and labels ``[B]``.
+
+        Each clip is padded with its own minimum, so padding reads as the clip's silence.
+        """
         lengths = self.lengths[indices]
         longest = int(lengths.max()) if len(indices) else 0
-        return self.log_mel[indices, :longest], lengths, self.labels[indices]
+        out = torch.empty(len(indices), longest, self.n_mels, dtype=torch.float32)
+        for row, index in enumerate(indices.tolist()):
+            clip = self.spectrogram(index)
+            out[row, : len(clip)] = clip
+            out[row, len(clip) :] = clip.min()
+        return out, lengths, self.labels[indices]
+
+    @functools.cached_property
+    def log_mel(self) -> Tensor:
+        """Every clip padded into one tensor ``[N, T_max, F]`` (as :meth:`batch` pads).
+
+        Holds the whole set in memory: for small sets; training reads :meth:`batch`.
+        """
+        return self.batch(torch.arange(len(self.lengths)))[0]
 
 
 def read_labels(data_dir: str | os.PathLike[str]) -> list[tuple[str, str, str]]:
@@ -119,16 +174,63 @@ def _data_key(root: Path, rows: Sequence[tuple[str, str, str]], frontend: dict[s
 
 def _compute_log_mel(
     root: Path, paths: Sequence[str], frontend_config: dict[str, Any], *, progress: bool
-) -> list[Tensor]:
+) -> Iterator[Tensor]:
+    """Each clip's log-mel ``[T, F]`` float32, one at a time."""
     frontend = MelFrontend(**frontend_config)
     sr = frontend_config["sr"]
-    spectrograms = []
     with torch.no_grad():
         for path in tqdm(paths, desc="log-mel", unit="clip", disable=not progress, leave=False):
             samples, _ = load_audio(root / path, sr=sr)
             log_mel, _frames = frontend(torch.from_numpy(np.ascontiguousarray(samples))[None])
-            spectrograms.append(log_mel[0].to(torch.float32).contiguous())
-    return spectrograms
+            yield log_mel[0].to(torch.float32).contiguous()
+
+
+def _write_spectrograms(handle: IO[bytes], spectrograms: Iterator[Tensor], *, key: str, scratch_dir: Path) -> None:
+    """Write clips end to end in the safetensors layout (``lengths`` I64, ``log_mel`` F32), one at a time.
+
+    The header needs the total length, so the frames go to an anonymous scratch file in
+    ``scratch_dir`` first and are copied after it; memory holds one clip.
+    """
+    lengths, bins = [], 0
+    with tempfile.TemporaryFile(dir=scratch_dir) as raw:
+        for spectrogram in spectrograms:
+            lengths.append(len(spectrogram))
+            bins = spectrogram.shape[1]
+            raw.write(spectrogram.numpy().tobytes())
+        raw.seek(0)
+        length_bytes = 8 * len(lengths)
+        header = {
+            "__metadata__": {"key": key},
+            "lengths": {"dtype": "I64", "shape": [len(lengths)], "data_offsets": [0, length_bytes]},
+            "log_mel": {
+                "dtype": "F32",
+                "shape": [sum(lengths), bins],
+                "data_offsets": [length_bytes, length_bytes + 4 * sum(lengths) * bins],
+            },
+        }
+        text = json.dumps(header, separators=(",", ":")).encode()
+        text += b" " * (-len(text) % 8)
+        handle.write(len(text).to_bytes(8, "little") + text)
+        handle.write(np.asarray(lengths, dtype="<i8").tobytes())
+        shutil.copyfileobj(raw, handle, 1 << 22)
+
+
+def _map_spectrograms(path: Path) -> tuple[Tensor, Tensor]:
+    """``log_mel`` [sum T, F] memory-mapped read-only, and ``lengths`` [N], of a file in the safetensors layout."""
+    with open(path, "rb") as handle:
+        size = int.from_bytes(handle.read(8), "little")
+        header = json.loads(handle.read(size))
+    base = 8 + size
+    tensors = {}
+    for name, dtype in (("lengths", "<i8"), ("log_mel", "<f4")):
+        entry = header[name]
+        begin, _end = entry["data_offsets"]
+        array = np.memmap(path, dtype=dtype, mode="r", offset=base + begin, shape=tuple(entry["shape"]))
+        with warnings.catch_warnings():
+            # Read-only on purpose: batches are copies, and a private writable map would count as our memory.
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            tensors[name] = torch.from_numpy(array)
+    return tensors["log_mel"], tensors["lengths"].clone()
 
 
 def load_spectrograms(
@@ -140,6 +242,9 @@ def load_spectrograms(
 ) -> SpectrogramSet:
     """Decode a labelled folder and compute its fine log-mel, or read it from the cache.
 
+    The log-mels are written to a file, one clip at a time, and read back memory-mapped: the
+    set holds the clips' lengths and labels in memory, not their frames.
+
     Parameters
     ----------
     data_dir : str or os.PathLike
@@ -147,8 +252,10 @@ def load_spectrograms(
     frontend : dict
         :class:`~adares.frontend.MelFrontend` keyword arguments (``TrainConfig.frontend_config()``).
     cache_dir : str or os.PathLike, optional
-        Where to keep ``<key>.safetensors``; the key hashes the front end and every clip's path,
-        size and modification time, so a rebuilt dataset is never read stale.
+        Where to keep ``logmel-<key>.safetensors``; the key hashes the front end and every clip's
+        path, size and modification time, so a rebuilt dataset is never read stale. Without it
+        the log-mels go to a temporary file (in ``TMPDIR``) that is removed at once and lives
+        while the set is mapped.
     progress : bool
         Show a progress bar while computing.
 
@@ -160,32 +267,32 @@ def load_spectrograms(
     rows = read_labels(root)
     key = _data_key(root, rows, frontend)
     paths = [row[0] for row in rows]
-    cached = Path(cache_dir) / f"logmel-{key[:20]}.safetensors" if cache_dir is not None else None
-    if cached is not None and cached.is_file():
-        tensors = load_tensors(cached.read_bytes())
-        flat, lengths = tensors["log_mel"], tensors["lengths"]
-        spectrograms = list(torch.split(flat, lengths.tolist()))
-    else:
-        spectrograms = _compute_log_mel(root, paths, frontend, progress=progress)
-        lengths = torch.tensor([len(s) for s in spectrograms], dtype=torch.long)
-        if cached is not None:
-            blob = save_tensors({"log_mel": torch.cat(spectrograms), "lengths": lengths}, metadata={"key": key})
+    if cache_dir is not None:
+        cached = Path(cache_dir) / f"logmel-{key[:20]}.safetensors"
+        if not cached.is_file():
+            cached.parent.mkdir(parents=True, exist_ok=True)
             with atomic_open(cached, "wb") as handle:
-                handle.write(blob)
+                spectrograms = _compute_log_mel(root, paths, frontend, progress=progress)
+                _write_spectrograms(handle, spectrograms, key=key, scratch_dir=cached.parent)
+        frames, lengths = _map_spectrograms(cached)
+    else:
+        with tempfile.TemporaryDirectory(prefix="adares-logmel-") as scratch:
+            file = Path(scratch) / "logmel.safetensors"
+            with open(file, "wb") as handle:
+                spectrograms = _compute_log_mel(root, paths, frontend, progress=progress)
+                _write_spectrograms(handle, spectrograms, key=key, scratch_dir=Path(scratch))
+            frames, lengths = _map_spectrograms(file)  # the mapping outlives the removed file
+    if len(lengths) != len(rows):
+        raise ParameterError(f"{root}: the cached log-mels hold {len(lengths)} clips, labels.csv {len(rows)}")
     if int(lengths.min()) < 1:
         raise ParameterError(f"{root}: a clip gave no frames")
     classes = sorted({row[1] for row in rows})
     index = {name: i for i, name in enumerate(classes)}
-    bins = spectrograms[0].shape[1]
-    padded = torch.empty(len(spectrograms), int(lengths.max()), bins, dtype=torch.float32)
-    for item, spectrogram in enumerate(spectrograms):
-        padded[item, : len(spectrogram)] = spectrogram
-        padded[item, len(spectrogram) :] = spectrogram.min()
     splits = {
         split: torch.tensor([i for i, row in enumerate(rows) if row[2] == split], dtype=torch.long) for split in SPLITS
     }
     return SpectrogramSet(
-        log_mel=padded,
+        frames=frames,
         lengths=lengths,
         labels=torch.tensor([index[row[1]] for row in rows], dtype=torch.long),
         splits=splits,

@@ -400,10 +400,8 @@ def train(
         raise ParameterError(
             f"spectrograms were computed with {data.frontend}, the configuration asks for {config.frontend_config()}"
         )
-    if int(data.log_mel.shape[-1]) != config.n_mels:
-        raise ParameterError(
-            f"spectrograms have {data.log_mel.shape[-1]} mel bins, the configuration has n_mels={config.n_mels}"
-        )
+    if data.n_mels != config.n_mels:
+        raise ParameterError(f"spectrograms have {data.n_mels} mel bins, the configuration has n_mels={config.n_mels}")
     description = _run_description(config, data)
     out.mkdir(parents=True, exist_ok=True)
 
