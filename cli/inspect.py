@@ -8,6 +8,7 @@ import click
 import numpy as np
 
 from adares.audio import load
+from adares.errors import FeatureFileError
 from adares.extractor import fine_power
 from adares.features import Features, load_features
 from adares.frontend import MelFrontend
@@ -17,7 +18,7 @@ from adares.units import format_ms
 
 
 @click.command("inspect")
-@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.argument("file", type=click.Path(dir_okay=False))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Draw a plot to this PNG/PDF/SVG.")
 @click.option(
     "--audio",
@@ -42,14 +43,25 @@ from adares.units import format_ms
 def inspect_command(
     file: str, output: str | None, audio: str | None, model: str, reduction: float, hop: str, n_mels: int, sr: int
 ) -> None:
-    """Describe an audio file's features or an .npz written by `adares extract`; -o draws them.
+    """Describe an audio file's features or a feature file written by `adares extract`; -o draws them.
 
-    For an .npz the settings come from the file; for audio the features are computed in memory
-    with the options given (nothing is written but the plot).
+    FILE is audio, an .npz or .h5, or one sample of a shard, SHARD.tar#KEY (a shard alone lists its
+    samples). For a feature file the settings come from the file; for audio the features are
+    computed in memory with the options given (nothing is written but the plot).
     """
     path = Path(file)
     samples = None
-    if path.suffix.lower() in (".npz", ".h5"):
+    if ".tar#" in file or path.suffix.lower() == ".tar":
+        if path.suffix.lower() == ".tar":
+            _list_shard(path)
+            return
+        features = _read(path)
+        if audio is not None:
+            samples, _ = load(audio, sr=features.sr)
+        frontend = MelFrontend(**_frontend_kwargs(features)) if samples is not None else None
+    elif not path.exists():
+        raise click.BadParameter(f"{file} does not exist", param_hint="FILE")
+    elif path.suffix.lower() in (".npz", ".h5"):
         features = _read(path)
         if audio is not None:
             samples, _ = load(audio, sr=features.sr)
@@ -69,7 +81,27 @@ def inspect_command(
 
 
 def _read(path: Path) -> Features:
-    return load_features(path)  # either layout, .npz or HDF5
+    try:
+        return load_features(path)  # any layout: .npz, HDF5 or SHARD.tar#KEY
+    except FeatureFileError as error:
+        raise click.ClickException(str(error)) from None
+
+
+def _list_shard(path: Path) -> None:
+    """One line per sample of a shard: its key, frames and duration."""
+    import re
+    import tarfile
+
+    try:
+        with tarfile.open(path) as tar:
+            # a sample's key: the member name up to the first dot of its last component, as WebDataset splits it
+            keys = sorted({re.sub(r"\.[^/]*$", "", name) for name in tar.getnames()})
+    except (OSError, tarfile.TarError) as error:
+        raise click.ClickException(f"{path}: cannot read shard ({error})") from None
+    click.echo(f"shard       {path}: {len(keys)} samples")
+    for key in keys:
+        features = _read(Path(f"{path}#{key}"))
+        click.echo(f"  {key}  {features.num_frames} frames x {features.num_mels} mels, {features.duration:.3f} s")
 
 
 def _frontend_kwargs(features: Features) -> dict:

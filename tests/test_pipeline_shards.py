@@ -161,3 +161,21 @@ def test_shards_are_bounded_by_files_and_bytes(tmp_path, bound):
     else:  # a sample larger than the bound gets a shard of its own
         assert all(s.stat().st_size <= 40_000 or len(tarfile.open(s).getnames()) == 3 for s in shards)
     assert len(shard_samples(out)) == 6
+
+
+def test_inspect_reads_a_shard_and_one_of_its_samples(tmp_path):
+    from click.testing import CliRunner
+
+    from adares.cli.main import main
+
+    root = tmp_path / "in"
+    make_corpus(root, count=2, corrupt=False)
+    out = tmp_path / "out"
+    extract(root, out, config=config(format="shards"), jobs=1)
+    record = next(iter(latest(out).values()))
+    listing = CliRunner().invoke(main, ["inspect", str(out / record["shard"])])
+    assert listing.exit_code == 0 and "2 samples" in listing.output and record["member"] in listing.output
+    one = CliRunner().invoke(main, ["inspect", str(out / record["output"])])
+    assert one.exit_code == 0 and "x 40 mels" in one.output
+    missing = CliRunner().invoke(main, ["inspect", f"{out / record['shard']}#nothing"])
+    assert missing.exit_code == 1 and "no such sample" in missing.output
