@@ -23,7 +23,7 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ from adares.diffres import ImportanceEstimator, input_sums, standardisation
 from adares.errors import ModelError, ParameterError, ValidationWarning
 from adares.extractor import BLOCK_FRAMES, MergingExtractor, fine_power, power_blocks
 from adares.frontend import MelFrontend
+from adares.functional.importance import flux_rise
 from adares.functional.merge import check_reduction
 from adares.importance import AudioChunks, Importance, PowerBlocks
 from adares.precision import exact_float32
@@ -130,7 +131,7 @@ class Compressor(Importance):
 
     def _architecture(self) -> dict[str, Any]:
         estimator = self.estimator
-        return {
+        architecture = {
             "type": "ImportanceEstimator",
             "n_mels": int(estimator.n_mels),
             "kernel_size": int(estimator.kernel_size),
@@ -138,6 +139,9 @@ class Compressor(Importance):
             "standardize": bool(estimator.standardize),
             "receptive_field_frames": int(estimator.receptive_field),
         }
+        if estimator.flux_base:  # only then: cards of other estimators stay as they were
+            architecture["flux_base"] = True
+        return architecture
 
     def _default_validated(self) -> dict[str, Any]:
         config = self.frontend_config
@@ -407,12 +411,13 @@ class Compressor(Importance):
         if lengths is not None and bool((lengths != frames).any()):
             raise ParameterError("blockwise scoring takes full-length items; score long files one at a time")
         statistics = self.estimator.input_statistics(log_mel) if self.estimator.standardize else None
+        peak = self.estimator.flux_peak(log_mel) if self.estimator.flux_base else None
         margin = self.estimator.receptive_field // 2
         out = log_mel.new_empty(log_mel.shape[0], frames)
         for first in range(0, frames, BLOCK_FRAMES):
             last = min(frames, first + BLOCK_FRAMES)
             low, high = max(0, first - margin), min(frames, last + margin)
-            block = self.estimator(log_mel[:, low:high], statistics=statistics)
+            block = self.estimator(log_mel[:, low:high], statistics=statistics, flux_peak=peak)
             out[:, first:last] = block[:, first - low : last - low]
         return out
 
@@ -476,22 +481,42 @@ class Compressor(Importance):
             for block in blocks:
                 yield analysis.log_mel(block.to(self.device)).to(torch.float32)
 
-        statistics = None
-        if self.estimator.standardize:
-            total, squares, count = torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.float64), 0
-            for block in log_mel_blocks():
+        statistics, peak = self._whole_file_statistics(log_mel_blocks)
+        with exact_float32(self.device):
+            raw = torch.cat(list(self._score_blocks(log_mel_blocks(), statistics, peak)))
+        return _aligned(raw, frames=frontend.num_frames(num_samples), analysis=analysis, frontend=frontend)
+
+    def _whole_file_statistics(
+        self, log_mel_blocks: Callable[[], Iterator[Tensor]]
+    ) -> tuple[tuple[Tensor, Tensor] | None, Tensor | None]:
+        """What the estimator needs of the whole file before it scores a block: the standardisation
+        (mean, inverse standard deviation) and the flux's peak, where it uses them; one pass."""
+        standardize, flux_base = self.estimator.standardize, self.estimator.flux_base
+        if not (standardize or flux_base):
+            return None, None
+        total, squares, count = torch.zeros((), dtype=torch.float64), torch.zeros((), dtype=torch.float64), 0
+        peak = torch.zeros(1, 1)
+        previous = None
+        for block in log_mel_blocks():
+            if standardize:
                 block_total, block_squares, block_count = input_sums(block)
                 total, squares, count = total + block_total.cpu(), squares + block_squares.cpu(), count + block_count
+            if flux_base:
+                rise = flux_rise(block[None], previous)
+                peak = torch.maximum(peak, rise.amax(1, keepdim=True).cpu())
+                previous = block[None, -1]
+        statistics = None
+        if standardize:
             mean, inverse_std = standardisation(total, squares, count)
             statistics = (
                 mean.to(torch.float32).reshape(1, 1, 1).to(self.device),
                 inverse_std.to(torch.float32).reshape(1, 1, 1).to(self.device),
             )
-        with exact_float32(self.device):
-            raw = torch.cat(list(self._score_blocks(log_mel_blocks(), statistics)))
-        return _aligned(raw, frames=frontend.num_frames(num_samples), analysis=analysis, frontend=frontend)
+        return statistics, peak.to(self.device) if flux_base else None
 
-    def _score_blocks(self, blocks: Iterator[Tensor], statistics: tuple[Tensor, Tensor] | None) -> Iterator[Tensor]:
+    def _score_blocks(
+        self, blocks: Iterator[Tensor], statistics: tuple[Tensor, Tensor] | None, peak: Tensor | None
+    ) -> Iterator[Tensor]:
         """Scores of consecutive log-mel blocks ``[t, F]``, each with ``margin`` frames of context per side."""
         margin = self.estimator.receptive_field // 2
         before = None  # the last `margin` frames before the current block
@@ -503,7 +528,8 @@ class Compressor(Importance):
                 pieces.append(following[:margin])
             window = torch.cat(pieces) if len(pieces) > 1 else current
             offset = 0 if before is None else before.shape[0]
-            yield self.estimator(window[None], statistics=statistics)[0, offset : offset + current.shape[0]]
+            scores = self.estimator(window[None], statistics=statistics, flux_peak=peak)
+            yield scores[0, offset : offset + current.shape[0]]
             before = (current if before is None else torch.cat([before, current]))[-margin:]
             current = following
 
@@ -592,15 +618,16 @@ def _build_estimator(architecture: Any, *, where: str) -> ImportanceEstimator:
     try:
         if architecture.get("type") != "ImportanceEstimator":
             raise ModelError(f"{where}: unknown estimator type {architecture.get('type')!r}")
-        # Bundles written before input standardisation existed fed the raw log-mel.
-        standardize = architecture.get("standardize", False)
-        if not isinstance(standardize, bool):
-            raise ModelError(f"{where}: the card's estimator standardize must be true or false, got {standardize!r}")
+        # Bundles written before these options existed have neither.
+        switches = {name: architecture.get(name, False) for name in ("standardize", "flux_base")}
+        for name, value in switches.items():
+            if not isinstance(value, bool):
+                raise ModelError(f"{where}: the card's estimator {name} must be true or false, got {value!r}")
         return ImportanceEstimator(
             int(architecture["n_mels"]),
             kernel_size=int(architecture["kernel_size"]),
             channels=[int(c) for c in architecture["channels"]],
-            standardize=standardize,
+            **switches,
         )
     except (AttributeError, KeyError, TypeError, ValueError) as error:
         raise ModelError(f"{where}: the card's estimator description is invalid ({error})") from None

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from adares.errors import ParameterError
 from adares.functional import BLOCK_ELEMENTS
-from adares.functional.importance import FLUX_FLOOR
+from adares.functional.importance import FLUX_FLOOR, flux_rise, normalise_flux
 from adares.functional.merge import (
     _keep_fraction,
     _resolve_lengths,
@@ -57,6 +57,8 @@ __all__ = [
 ]
 
 _EPS = 1e-12  # added to merged power before the log, as the reference does
+# Bound of |gain · logits| in a flux-based estimator: a correction of at most e^30 either way.
+_MAX_LOG_CORRECTION = 30.0
 # Added to the input variance when the estimator standardises (a silent clip has variance 0).
 _STANDARDIZE_EPS = 1e-5
 
@@ -277,6 +279,13 @@ class ImportanceEstimator(nn.Module):
         a mean near -8 and a spread near 4, and the first block's ReLU sits before its batch norm,
         so most first-layer channels start (and stay) dead; standardised input keeps them alive
         and makes the scores independent of the recording's level.
+    flux_base : bool
+        Start at the training-free flux and learn a correction: raw scores are the spectral flux's
+        (:func:`~adares.functional.importance.spectral_flux` of the natural-log input, normalised by
+        each item's peak) times ``exp(gain · logits)``, with the scalar ``gain`` starting at 0. A
+        new estimator scores exactly as ``--model flux`` does, and training moves away from the
+        flux only where the gradient says so (the network's weights get gradient once ``gain``
+        has left 0). Raw scores then lie in ``(0, ∞)``; the merge normalises them.
     """
 
     def __init__(
@@ -287,6 +296,7 @@ class ImportanceEstimator(nn.Module):
         num_blocks: int = 5,
         channels: Sequence[int] | None = None,
         standardize: bool = False,
+        flux_base: bool = False,
     ) -> None:
         super().__init__()
         if isinstance(n_mels, bool) or not isinstance(n_mels, int) or n_mels < 1:
@@ -304,6 +314,9 @@ class ImportanceEstimator(nn.Module):
         self.kernel_size = kernel_size
         self.channels = tuple(channels)
         self.standardize = bool(standardize)
+        self.flux_base = bool(flux_base)
+        if self.flux_base:
+            self.correction_gain = nn.Parameter(torch.zeros(()))
         widths = [n_mels, *channels]
         self.blocks = nn.ModuleList(
             _ResidualBlock(cin, cout, kernel_size) for cin, cout in zip(widths[:-1], widths[1:], strict=True)
@@ -351,6 +364,7 @@ class ImportanceEstimator(nn.Module):
         lengths: Tensor | None = None,
         *,
         statistics: tuple[Tensor, Tensor] | None = None,
+        flux_peak: Tensor | None = None,
     ) -> Tensor:
         """Raw scores.
 
@@ -361,12 +375,16 @@ class ImportanceEstimator(nn.Module):
         statistics : (torch.Tensor, torch.Tensor) [shape=(B, 1, 1)], optional
             :meth:`input_statistics` to standardise with instead of those of ``log_mel`` (only
             used when :attr:`standardize` is set).
+        flux_peak : torch.Tensor [shape=(B, 1)], optional
+            The flux's peak to normalise by instead of that of ``log_mel`` (:meth:`flux_peak`; only
+            used when :attr:`flux_base` is set): how a long input is scored in pieces.
 
         Returns
         -------
         torch.Tensor [shape=(B, T)]
             ``sigmoid`` of the network output, floored at the smallest normal float so it lies in
-            ``(0, 1)``; 0 on padding frames.
+            ``(0, 1)``; with :attr:`flux_base`, the flux's scores times ``exp(gain · logits)``.
+            0 on padding frames.
         """
         _check_log_mel(log_mel, self.n_mels)
         batch, frames, _ = log_mel.shape
@@ -386,8 +404,29 @@ class ImportanceEstimator(nn.Module):
             logits = self._logits(log_mel, mask, statistics)
         else:
             logits = torch.cat(list(self._windows(log_mel, mask, window, statistics)), dim=1)
-        raw = torch.sigmoid(logits).clamp_min(torch.finfo(logits.dtype).tiny)
+        if self.flux_base:
+            raw = self._flux_corrected(log_mel, lengths, logits, flux_peak)
+        else:
+            raw = torch.sigmoid(logits).clamp_min(torch.finfo(logits.dtype).tiny)
         return raw if mask is None else torch.where(mask[:, 0], raw, 0.0)
+
+    def flux_peak(self, log_mel: Tensor, lengths: Tensor | None = None) -> Tensor:
+        """Each item's largest flux rise over its valid frames, ``[B, 1]``: what :attr:`flux_base` normalises by."""
+        _check_log_mel(log_mel, self.n_mels)
+        batch, frames, _ = log_mel.shape
+        rise = flux_rise(log_mel.detach())
+        if lengths is not None:
+            lengths = _resolve_lengths(lengths, batch=batch, frames=frames, device=log_mel.device)
+            rise = torch.where(torch.arange(frames, device=log_mel.device)[None, :] < lengths[:, None], rise, 0.0)
+        return rise.amax(1, keepdim=True)
+
+    def _flux_corrected(
+        self, log_mel: Tensor, lengths: Tensor | None, logits: Tensor, flux_peak: Tensor | None
+    ) -> Tensor:
+        peak = self.flux_peak(log_mel, lengths) if flux_peak is None else flux_peak
+        base = normalise_flux(flux_rise(log_mel.detach()), floor=FLUX_FLOOR, peak=peak)
+        # The correction's exponent is bounded so a runaway gain cannot overflow the raw scores.
+        return base * torch.exp((self.correction_gain * logits).clamp(-_MAX_LOG_CORRECTION, _MAX_LOG_CORRECTION))
 
     def _logits(self, log_mel: Tensor, mask: Tensor | None, statistics: tuple[Tensor, Tensor] | None) -> Tensor:
         """Logits ``[B, T]`` of time-major ``log_mel`` ``[B, T, F]``."""
@@ -525,8 +564,8 @@ class DiffRes(_ScoreMerge):
         (:func:`adares.functional.merge.output_lengths`).
     eps : float
         Added to merged power before the log (1e-12, as the reference).
-    kernel_size, num_blocks, channels, standardize
-        Shape and input standardisation of the :class:`ImportanceEstimator`.
+    kernel_size, num_blocks, channels, standardize, flux_base
+        Shape, input standardisation and flux base of the :class:`ImportanceEstimator`.
 
     Examples
     --------
@@ -546,10 +585,16 @@ class DiffRes(_ScoreMerge):
         num_blocks: int = 5,
         channels: Sequence[int] | None = None,
         standardize: bool = False,
+        flux_base: bool = False,
     ) -> None:
         super().__init__(n_mels, reduction=reduction, eps=eps)
         self.estimator = ImportanceEstimator(
-            n_mels, kernel_size=kernel_size, num_blocks=num_blocks, channels=channels, standardize=standardize
+            n_mels,
+            kernel_size=kernel_size,
+            num_blocks=num_blocks,
+            channels=channels,
+            standardize=standardize,
+            flux_base=flux_base,
         )
 
     def raw_scores(self, log_mel: Tensor, lengths: Tensor) -> Tensor:

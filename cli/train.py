@@ -11,10 +11,12 @@ from adares.train import COMPRESSORS, TrainConfig, train
 _DEFAULTS = TrainConfig()
 
 
-def _estimator_settings(standardize: bool) -> dict:
-    """The default estimator settings with the input choice; the key only when it is set."""
-    settings = {key: value for key, value in _DEFAULTS.estimator.items() if key != "standardize"}
-    return {**settings, "standardize": True} if standardize else settings
+def _estimator_settings(*, standardize: bool, flux_base: bool) -> dict:
+    """The default estimator settings with the input and base choices; each key only when it is set
+    (the same settings give the same configuration, whichever way they were given)."""
+    switches = {"standardize": standardize, "flux_base": flux_base}
+    settings = {key: value for key, value in _DEFAULTS.estimator.items() if key not in switches}
+    return settings | {key: True for key, value in switches.items() if value}
 
 
 @click.command("train")
@@ -48,6 +50,12 @@ def _estimator_settings(standardize: bool) -> dict:
     show_default=True,
     help="Standardise each clip's log-mel at the DiffRes estimator's input (the shipped default is "
     "trained so); --raw-input feeds the raw log-mel, as the paper.",
+)
+@click.option(
+    "--flux-base",
+    is_flag=True,
+    help="DiffRes estimator that starts at the flux and learns a correction (raw score = flux x "
+    "exp(gain x network), gain starting at 0).",
 )
 @click.option(
     "--planes",
@@ -84,6 +92,7 @@ def train_command(
     guide_weight: float,
     mixup: float,
     standardize_input: bool,
+    flux_base: bool,
     planes: str,
     cache_dir: Path | None,
     restart: bool,
@@ -113,7 +122,7 @@ def train_command(
         guide_weight=guide_weight,
         mixup=mixup,
         planes=planes,
-        estimator=_estimator_settings(standardize_input),
+        estimator=_estimator_settings(standardize=standardize_input, flux_base=flux_base),
     )
     metrics = train(
         data_dir,

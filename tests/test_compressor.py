@@ -11,19 +11,23 @@ import pytest
 import torch
 
 from adares import compressor as compressor_module
+from adares import extractor as extractor_module
 from adares.compressor import Compressor, export_bundle
 from adares.diffres import DiffRes, ImportanceEstimator
 from adares.errors import ModelError, ParameterError, ValidationWarning
-from adares.extractor import MergingExtractor
+from adares.extractor import MergingExtractor, fine_power
 from adares.frontend import MelFrontend
 from adares.functional.merge import compress, output_lengths
+from adares.importance import FluxImportance
 
 SR = 16000
 
 
-def _estimator(n_mels: int = 16, *, standardize: bool = False) -> ImportanceEstimator:
+def _estimator(n_mels: int = 16, *, standardize: bool = False, flux_base: bool = False) -> ImportanceEstimator:
     torch.manual_seed(0)
-    estimator = ImportanceEstimator(n_mels, kernel_size=3, channels=[4, 2, 1], standardize=standardize)
+    estimator = ImportanceEstimator(
+        n_mels, kernel_size=3, channels=[4, 2, 1], standardize=standardize, flux_base=flux_base
+    )
     # Non-trivial batch-norm statistics, so a wrong load shows.
     for module in estimator.modules():
         if isinstance(module, torch.nn.BatchNorm1d):
@@ -32,7 +36,8 @@ def _estimator(n_mels: int = 16, *, standardize: bool = False) -> ImportanceEsti
     return estimator.eval()
 
 
-def _bundle(tmp_path, *, standardize: bool = False, **kwargs) -> Compressor:
+def _bundle(tmp_path, *, standardize: bool = False, gain: float | None = None, **kwargs) -> Compressor:
+    """A small bundle; with ``gain``, a flux-based estimator whose correction has that gain."""
     settings = {
         "frontend": {"sr": SR, "hop": "5ms", "win": "25ms", "n_mels": 16},
         "reduction": 0.5,
@@ -43,7 +48,11 @@ def _bundle(tmp_path, *, standardize: bool = False, **kwargs) -> Compressor:
         "validated": {"sr": [SR], "hop_samples": [40, 80, 160], "preset": ["librosa"], "reduction": [0.5, 0.75]},
     }
     settings.update(kwargs)
-    return export_bundle(_estimator(standardize=standardize), tmp_path / "tiny", **settings)
+    estimator = _estimator(standardize=standardize, flux_base=gain is not None)
+    if gain is not None:
+        with torch.no_grad():
+            estimator.correction_gain.fill_(gain)
+    return export_bundle(estimator, tmp_path / "tiny", **settings)
 
 
 def _waveform(seconds: float = 0.6, seed: int = 0) -> np.ndarray:
@@ -210,9 +219,9 @@ def test_a_batch_scored_by_a_bundle_matches_single_calls(tmp_path):
         np.testing.assert_allclose(features.scores, alone.scores, rtol=1e-4, atol=1e-6)
 
 
-@pytest.mark.parametrize("standardize", [False, True])
-def test_blockwise_scoring_equals_one_call(tmp_path, monkeypatch, standardize):
-    bundle = _bundle(tmp_path, standardize=standardize)
+@pytest.mark.parametrize(("standardize", "gain"), [(False, None), (True, None), (True, 0.7), (False, -1.3)])
+def test_blockwise_scoring_equals_one_call(tmp_path, monkeypatch, standardize, gain):
+    bundle = _bundle(tmp_path, standardize=standardize, gain=gain)
     log_mel = torch.randn(1, 300, 16) * 3.0 - 4.0
     log_mel[:, 150:] += 10.0  # blocks whose own statistics differ from the whole's
     whole = bundle.estimate(log_mel)
@@ -393,3 +402,42 @@ def test_estimating_a_non_finite_log_mel_is_refused(tmp_path):
     log_mel[0, 3, 2] = float("nan")
     with pytest.raises(ParameterError, match="NaN or infinite"):
         bundle.estimate(log_mel)
+
+
+def test_a_flux_based_bundle_starts_at_the_flux(tmp_path):
+    bundle = _bundle(tmp_path, gain=0.0)
+    assert json.loads((tmp_path / "tiny" / "config.json").read_text())["estimator"]["flux_base"] is True
+    assert Compressor.load(tmp_path / "tiny").estimator.flux_base
+    frontend = MelFrontend(sr=SR, hop="5ms", n_mels=16)
+    samples = _waveform(1.3)
+    flux = MergingExtractor(frontend, FluxImportance(), reduction=0.75)(samples)
+    learned = MergingExtractor(frontend, bundle, reduction=0.75)(samples)
+    np.testing.assert_array_equal(learned.scores, flux.scores)
+    np.testing.assert_array_equal(learned.spans, flux.spans)
+
+
+def test_cards_of_other_estimators_do_not_mention_the_flux_base(tmp_path):
+    _bundle(tmp_path)
+    assert "flux_base" not in json.loads((tmp_path / "tiny" / "config.json").read_text())["estimator"]
+    card = tmp_path / "tiny" / "config.json"
+    card.write_text(card.read_text().replace('"standardize": false', '"standardize": false, "flux_base": "yes"'))
+    with pytest.raises(ModelError, match="flux_base must be true or false"):
+        Compressor.load(tmp_path / "tiny")
+
+
+@pytest.mark.parametrize("standardize", [False, True])
+def test_a_flux_based_bundle_scores_a_long_file_in_blocks_as_in_memory(tmp_path, monkeypatch, standardize):
+    bundle = _bundle(tmp_path, standardize=standardize, gain=0.8)
+    frontend = MelFrontend(sr=SR, hop="5ms", n_mels=16)
+    samples = np.concatenate([_waveform(1.0, seed=seed) * (0.1 + seed) for seed in range(3)])
+    power = fine_power(frontend, samples)
+    expected = bundle.score(samples, power, frontend=frontend)
+    monkeypatch.setattr(extractor_module, "BLOCK_FRAMES", 97)
+    monkeypatch.setattr(compressor_module, "BLOCK_FRAMES", 97)
+    streamed = bundle.score_long(
+        audio=lambda: iter([samples[:5000], samples[5000:]]),
+        power=lambda: extractor_module.power_blocks(frontend, [samples], num_samples=len(samples), block_frames=97),
+        num_samples=len(samples),
+        frontend=frontend,
+    )
+    torch.testing.assert_close(streamed, expected, rtol=1e-5, atol=1e-7)

@@ -503,3 +503,49 @@ def test_spectral_flux_blocks_equal_one_pass(monkeypatch):
     whole = spectral_flux(x, lengths)
     monkeypatch.setattr(importance, "BLOCK_ELEMENTS", 2 * 5 * 7)  # 7 frames per block
     torch.testing.assert_close(spectral_flux(x, lengths), whole)
+
+
+def test_a_flux_based_estimator_starts_at_the_flux():
+    torch.manual_seed(0)
+    estimator = ImportanceEstimator(12, kernel_size=3, channels=[6, 1], flux_base=True).eval()
+    log_mel = torch.randn(3, 50, 12) * 2.0 - 6.0
+    lengths = torch.tensor([50, 31, 7])
+    assert torch.equal(estimator(log_mel), spectral_flux(log_mel))
+    assert torch.equal(estimator(log_mel, lengths), spectral_flux(log_mel, lengths))
+
+
+def test_a_flux_based_estimator_learns_a_correction():
+    torch.manual_seed(1)
+    module = DiffRes(12, reduction=0.5, kernel_size=3, channels=[6, 1], flux_base=True)
+    log_mel = torch.randn(2, 40, 12) * 2.0 - 6.0
+    lengths = torch.tensor([40, 25])
+    target = torch.linspace(0.0, 1.0, 40)
+    loss = (module(log_mel, lengths).scores * target).sum()
+    loss.backward()
+    gain = module.estimator.correction_gain
+    assert gain.grad is not None and float(gain.grad.abs()) > 0
+    # at gain 0 the network's weights get no gradient yet; once the gain moves they do
+    first = module.estimator.blocks[0].conv1.weight
+    assert float(first.grad.abs().max()) == 0.0
+    module.zero_grad()
+    with torch.no_grad():
+        gain.fill_(0.5)
+    (module(log_mel, lengths).scores * target).sum().backward()
+    assert float(first.grad.abs().max()) > 0.0
+    # the correction is bounded: a runaway gain gives finite scores
+    with torch.no_grad():
+        gain.fill_(1e6)
+    assert torch.isfinite(module(log_mel, lengths).scores).all()
+
+
+def test_a_flux_based_estimator_scores_pieces_with_the_whole_peak():
+    torch.manual_seed(2)
+    estimator = ImportanceEstimator(8, kernel_size=3, channels=[4, 1], flux_base=True).eval()
+    with torch.no_grad():
+        estimator.correction_gain.fill_(0.9)
+    log_mel = torch.randn(1, 300, 8)
+    log_mel[:, 200] += 20.0  # the peak lies outside the piece
+    whole = estimator(log_mel)
+    halo = estimator.receptive_field // 2
+    piece = estimator(log_mel[:, 100 - halo : 150 + halo], flux_peak=estimator.flux_peak(log_mel))
+    torch.testing.assert_close(piece[:, halo:-halo], whole[:, 100:150], rtol=1e-6, atol=1e-7)

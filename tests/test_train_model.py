@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from click.testing import CliRunner
 
+from adares.cli.main import main
+from adares.compressor import Compressor
 from adares.diffres import AvgPoolCompressor, DiffRes
 from adares.models import ConvClassifier
 from adares.train import (
@@ -21,7 +24,7 @@ from adares.train import loop as loop_module
 from adares.train import model as model_module
 from adares.train import multitask as multitask_module
 
-from .train_helpers import small_config, synthetic_set
+from .train_helpers import run, small_config, synthetic_set, tone_dataset
 
 
 def test_builders_follow_the_config():
@@ -116,3 +119,26 @@ def test_macs():
 def test_macs_of_degenerate_clips_count_one_frame(frames):
     model = build_model(small_config(), n_classes=3)
     assert classifier_macs(model, frames=frames) == classifier_macs(model, frames=1)
+
+
+def test_a_flux_based_estimator_trains_and_ships(tmp_path):
+    config = small_config(compressor="diffres", epochs=2, estimator={"channels": [4, 1], "flux_base": True})
+    diffres = build_compressor(config)
+    assert isinstance(diffres, DiffRes) and diffres.estimator.flux_base
+    metrics = run(tmp_path, "flux-base", config, synthetic_set(config))
+    assert metrics["config"]["estimator"]["flux_base"] is True
+    bundle = Compressor.load(tmp_path / "flux-base" / "compressor")
+    assert bundle.estimator.flux_base and bundle.card["estimator"]["flux_base"] is True
+    # training moved the correction away from the flux
+    assert float(bundle.estimator.correction_gain.detach()) != 0.0
+
+
+def test_the_train_command_takes_the_flux_base(tmp_path):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    tone_dataset(data_dir)
+    arguments = ["train", str(data_dir), str(tmp_path / "out"), "--compressor", "diffres", "--flux-base"]
+    arguments += ["--epochs", "1", "--min-epochs", "1", "--n-mels", "32", "--quiet"]
+    result = CliRunner().invoke(main, arguments)
+    assert result.exit_code == 0, result.output
+    assert Compressor.load(tmp_path / "out" / "compressor").estimator.flux_base

@@ -94,7 +94,7 @@ def flux_rise(log_mel: Tensor, previous: Tensor | None = None) -> Tensor:
     return torch.nan_to_num_(flux, nan=0.0, posinf=0.0)
 
 
-def normalise_flux(flux: Tensor, *, floor: float = FLUX_FLOOR) -> Tensor:
+def normalise_flux(flux: Tensor, *, floor: float = FLUX_FLOOR, peak: Tensor | None = None) -> Tensor:
     """Raw scores from the rises of :func:`flux_rise`: divided by each item's peak, plus ``floor``, at most 1.
 
     Parameters
@@ -103,6 +103,8 @@ def normalise_flux(flux: Tensor, *, floor: float = FLUX_FLOOR) -> Tensor:
         Non-negative rises of every frame of each item (padding frames 0).
     floor : float
         In ``(0, 1]``.
+    peak : torch.Tensor [shape=(B, 1)], optional
+        Each item's largest rise, when ``flux`` is a piece of a longer input; default: ``flux``'s own.
 
     Returns
     -------
@@ -110,7 +112,7 @@ def normalise_flux(flux: Tensor, *, floor: float = FLUX_FLOOR) -> Tensor:
         In ``[floor, 1]``; ``floor`` everywhere for an item without any rise.
     """
     _check_floor(floor)
-    peak = flux.amax(1, keepdim=True)
+    peak = flux.amax(1, keepdim=True) if peak is None else peak
     normalised = torch.where(peak > 0, flux / peak.clamp_min(torch.finfo(flux.dtype).tiny), 0.0)
     return (normalised + floor).clamp(max=1.0)
 
