@@ -46,6 +46,11 @@ def main(argv: list[str] | None = None) -> int:
         default=",".join(f"{r:g}" for r in REDUCTIONS),
         help="comma-separated reductions drawn per batch (the shipped bundle's: %(default)s)",
     )
+    parser.add_argument(
+        "--flux-base",
+        action="store_true",
+        help="train an estimator that starts at the flux and learns a correction (a candidate, not the shipped one)",
+    )
     args = parser.parse_args(argv)
 
     from adares.train import DEFAULT_ESTIMATOR_CHANNELS, TrainConfig, load_spectrograms, train_multitask
@@ -67,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         "reduction": reductions[0],
         "seed": args.seed,
         "min_epochs": 12,
-        "estimator": {"channels": list(DEFAULT_ESTIMATOR_CHANNELS), "standardize": True},
+        "estimator": {"channels": list(DEFAULT_ESTIMATOR_CHANNELS), "standardize": True}
+        | ({"flux_base": True} if args.flux_base else {}),
     }
     if args.epochs is not None:
         settings["epochs"] = args.epochs
