@@ -38,6 +38,7 @@ __all__ = [
     "AudioInfo",
     "info",
     "load",
+    "load_or_stream",
     "stream",
     "AUDIO_EXTENSIONS",
     "MAX_ABS_SAMPLE",
@@ -196,17 +197,49 @@ def load(
     """
     if sr is not None and (isinstance(sr, bool) or not isinstance(sr, int) or sr <= 0):
         raise ParameterError(f"sr must be a positive integer in Hz or None, got {sr!r}")
+    _check_channel(channel)
+    with _opened(path) as handle:
+        return _decode(handle, path=path, sr=sr, mono=mono, channel=channel)
+
+
+def load_or_stream(
+    path: str | os.PathLike[str], *, sr: int, channel: int | None = None, longer_than: float
+) -> np.ndarray | tuple[int, Callable[[], Iterator[np.ndarray]]]:
+    """The mono samples of :func:`load`, or for a file whose header declares more than ``longer_than``
+    seconds, the blocks of :func:`stream`: one decision, and one opening of a short file.
+
+    Returns
+    -------
+    np.ndarray [shape=(N,)], float32, or (num_samples, chunks) as :func:`stream` returns them
+    """
+    _check_rate(sr)
+    _check_channel(channel)
+    with _opened(path) as handle:
+        if handle.frames <= longer_than * handle.samplerate:
+            return _decode(handle, path=path, sr=sr, mono=True, channel=channel)[0]
+    return stream(path, sr=sr, channel=channel)
+
+
+def _check_rate(sr: int) -> None:
+    if isinstance(sr, bool) or not isinstance(sr, int) or sr <= 0:
+        raise ParameterError(f"sr must be a positive integer in Hz, got {sr!r}")
+
+
+def _check_channel(channel: int | None) -> None:
     if channel is not None and (isinstance(channel, bool) or not isinstance(channel, int) or channel < 0):
         raise ParameterError(f"channel must be a non-negative integer or None, got {channel!r}")
 
+
+@contextlib.contextmanager
+def _opened(path: str | os.PathLike[str]) -> Iterator[sf.SoundFile]:
+    """The open file; libsndfile's failures, while opening or reading, become AudioDecodeError."""
     try:
         with _mpeg_notes_silenced(path), sf.SoundFile(str(path)) as handle:
-            samples, file_sr = _decode(handle, path=path, sr=sr, mono=mono, channel=channel)
+            yield handle
     except AudioDecodeError:
         raise
     except (sf.LibsndfileError, RuntimeError) as error:
         raise _open_failure(path, error) from None
-    return samples, file_sr
 
 
 def _decode(
@@ -327,32 +360,20 @@ def stream(
         For what the header shows (missing, not audio, implausible rate, missing channel, a
         truncated WAV, no frames).
     """
-    if isinstance(sr, bool) or not isinstance(sr, int) or sr <= 0:
-        raise ParameterError(f"sr must be a positive integer in Hz, got {sr!r}")
-    if channel is not None and (isinstance(channel, bool) or not isinstance(channel, int) or channel < 0):
-        raise ParameterError(f"channel must be a non-negative integer or None, got {channel!r}")
-    try:
-        with _mpeg_notes_silenced(path), sf.SoundFile(str(path)) as handle:
-            _check_header(handle, path=path, channel=channel)
-            file_sr, declared = int(handle.samplerate), int(handle.frames)
-    except AudioDecodeError:
-        raise
-    except (sf.LibsndfileError, RuntimeError) as error:
-        raise _open_failure(path, error) from None
+    _check_rate(sr)
+    _check_channel(channel)
+    with _opened(path) as handle:
+        _check_header(handle, path=path, channel=channel)
+        file_sr, declared = int(handle.samplerate), int(handle.frames)
     # soxr's stream gives round(frames * sr / file_sr) samples, halves rounded up
     num_samples = declared if file_sr == sr else (declared * sr + file_sr // 2) // file_sr
 
     def chunks() -> Iterator[np.ndarray]:
-        try:
-            with _mpeg_notes_silenced(path), sf.SoundFile(str(path)) as handle:
-                given = 0
-                for block in _blocks(handle, path=path, sr=sr, mono=True, channel=channel, block_frames=block_frames):
-                    given += len(block)
-                    yield block[:, 0]
-        except AudioDecodeError:
-            raise
-        except (sf.LibsndfileError, RuntimeError) as error:
-            raise _open_failure(path, error) from None
+        given = 0
+        with _opened(path) as handle:
+            for block in _blocks(handle, path=path, sr=sr, mono=True, channel=channel, block_frames=block_frames):
+                given += len(block)
+                yield block[:, 0]
         if given != num_samples:
             raise AudioDecodeError(path, f"changed while being read: {given} samples, {num_samples} expected")
 

@@ -77,3 +77,18 @@ def test_a_file_that_changes_between_passes_is_refused(tmp_path):
     sf.write(path, noise(40_000), SR, subtype="PCM_16")
     with pytest.raises(AudioDecodeError, match="changed while being read"):
         list(chunks())
+
+
+def test_load_or_stream_decides_by_the_header(tmp_path):
+    from adares.audio import load_or_stream
+
+    path = tmp_path / "x.flac"
+    sf.write(path, noise(44_100), 44100, subtype="PCM_16")  # 1 s
+    expected, _ = load(path, sr=SR)
+    short = load_or_stream(path, sr=SR, longer_than=1.0)
+    assert isinstance(short, np.ndarray) and np.array_equal(short, expected)
+    num_samples, chunks = load_or_stream(path, sr=SR, longer_than=0.99)
+    assert num_samples == len(expected) and np.array_equal(np.concatenate(list(chunks())), expected)
+    with pytest.raises(AudioDecodeError, match="not an audio file"):
+        (tmp_path / "bad.wav").write_text("no")
+        load_or_stream(tmp_path / "bad.wav", sr=SR, longer_than=1.0)

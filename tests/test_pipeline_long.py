@@ -33,14 +33,14 @@ def outcome(out):
 def run_both(tmp_path, monkeypatch, config, *, threshold):
     """The corpus in tmp_path/in extracted in memory, then with files over ``threshold`` s streamed."""
     calls = []
-    streamed = worker._process_long
+    streamed = worker._write_streamed
 
     def counted(task, *args, **kwargs):
         calls.append(task.source_rel)
         return streamed(task, *args, **kwargs)
 
     extract(tmp_path / "in", tmp_path / "memory", config=config, jobs=1)
-    monkeypatch.setattr(worker, "_process_long", counted)
+    monkeypatch.setattr(worker, "_write_streamed", counted)
     monkeypatch.setattr(worker, "LONG_SECONDS", threshold)
     extract(tmp_path / "in", tmp_path / "streamed", config=config, jobs=1)
     return calls, outcome(tmp_path / "memory"), outcome(tmp_path / "streamed")

@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from adares import __version__
-from adares.audio import info, load, stream
+from adares.audio import load_or_stream
 from adares.errors import AdaresError, AudioDecodeError, OutputError
 from adares.pipeline.config import ExtractConfig
 from adares.pipeline.planning import Task
@@ -81,13 +81,10 @@ def process_tasks(tasks: list[Task], extractor: Any, config: ExtractConfig) -> l
     longest = _BATCH_MAX_SECONDS * extractor.frontend.sr
     for index, task in enumerate(tasks):
         started = time.perf_counter()
-        if _is_long(task):
-            records[index] = _process_long(task, extractor, config, output)
-            continue
         samples, failure = _attempt(task, started, lambda task=task: _load(task, extractor, config))
         if failure is not None:
             records[index] = failure
-        elif len(samples) > longest:
+        elif isinstance(samples, tuple) or len(samples) > longest:
             records[index] = _process_file(task, extractor, config, output, samples=samples, started=started)
         else:
             short.append((index, samples, time.perf_counter() - started))
@@ -163,27 +160,13 @@ def _output_folder(task: Task) -> Path:
     return Path(task.output).parents[len(PurePosixPath(task.output_rel).parts) - 1]
 
 
-def _is_long(task: Task) -> bool:
-    """Whether the header declares more than :data:`LONG_SECONDS` (an unreadable one: no, the
-    in-memory path reports why)."""
-    try:
-        return info(task.source).duration > LONG_SECONDS
-    except AdaresError:
-        return False
-
-
-def _process_long(task: Task, extractor: Any, config: ExtractConfig, output: _Output) -> dict[str, Any]:
-    """Decode, extract and write one long file in blocks; its record is the in-memory path's."""
-    started = time.perf_counter()
-
-    def work() -> dict[str, Any]:
-        num_samples, chunks = stream(task.source, sr=extractor.frontend.sr, channel=config.channel)
-        features = extractor.stream(chunks, num_samples=num_samples, meta={"source": task.source_rel})
-        output.write(task, features)
-        return _ok_record(task, num_samples, features, extractor, started)
-
-    record, failure = _attempt(task, started, work)
-    return failure or record
+def _write_streamed(task: Task, extractor: Any, output: _Output, audio: tuple, started: float) -> dict[str, Any]:
+    """Extract and write a long file in blocks (``audio`` as :func:`adares.audio.stream` gives it);
+    its record is the in-memory path's."""
+    num_samples, chunks = audio
+    features = extractor.stream(chunks, num_samples=num_samples, meta={"source": task.source_rel})
+    output.write(task, features)
+    return _ok_record(task, num_samples, features, extractor, started)
 
 
 def _similar_lengths(items: list[tuple[int, Any, float]]) -> list[list[tuple[int, Any, float]]]:
@@ -198,8 +181,8 @@ def _similar_lengths(items: list[tuple[int, Any, float]]) -> list[list[tuple[int
 
 
 def _load(task: Task, extractor: Any, config: ExtractConfig) -> Any:
-    samples, _ = load(task.source, sr=extractor.frontend.sr, channel=config.channel)
-    return samples
+    """The file's samples, or for a file over :data:`LONG_SECONDS` its blocks (a tuple)."""
+    return load_or_stream(task.source, sr=extractor.frontend.sr, channel=config.channel, longer_than=LONG_SECONDS)
 
 
 def _process_file(
@@ -212,12 +195,12 @@ def _process_file(
     started: float | None = None,
 ) -> dict[str, Any]:
     """Load (unless ``samples`` are given), extract and write one file; a failure becomes its record."""
-    if samples is None and _is_long(task):
-        return _process_long(task, extractor, config, output)
     started = time.perf_counter() if started is None else started
 
     def work() -> dict[str, Any]:
         audio = _load(task, extractor, config) if samples is None else samples
+        if isinstance(audio, tuple):
+            return _write_streamed(task, extractor, output, audio, started)
         features = extractor(audio, meta={"source": task.source_rel})
         output.write(task, features)
         return _ok_record(task, len(audio), features, extractor, started)
