@@ -112,11 +112,15 @@ class SpectrogramSet:
         """
         lengths = self.lengths[indices]
         longest = int(lengths.max()) if len(indices) else 0
-        out = torch.empty(len(indices), longest, self.n_mels, dtype=torch.float32)
-        for row, index in enumerate(indices.tolist()):
-            clip = self.spectrogram(index)
-            out[row, : len(clip)] = clip
-            out[row, len(clip) :] = clip.min()
+        steps = torch.arange(longest)
+        # Past its end a row repeats the clip's last frame: one gather reads the batch, and the
+        # minimum over a row is the clip's own.
+        rows = self.offsets[indices][:, None] + torch.minimum(steps[None, :], (lengths - 1)[:, None])
+        out = torch.index_select(self.frames, 0, rows.reshape(-1)).reshape(len(indices), longest, self.n_mels)
+        minimum = out.amin(dim=(1, 2))
+        for row, count in enumerate(lengths.tolist()):
+            if count < longest:
+                out[row, count:] = minimum[row]
         return out, lengths, self.labels[indices]
 
     @functools.cached_property
