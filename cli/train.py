@@ -8,6 +8,8 @@ import click
 
 from adares.train import COMPRESSORS, TrainConfig, train
 
+from .config_file import config_options
+
 _DEFAULTS = TrainConfig()
 
 
@@ -19,6 +21,7 @@ def _estimator_settings(*, standardize: bool, flux_base: bool) -> dict:
     return settings | {key: True for key, value in switches.items() if value}
 
 
+@config_options
 @click.command("train")
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
