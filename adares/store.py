@@ -9,6 +9,7 @@ fresh line; a line the disk refuses is removed again.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import sys
@@ -321,7 +322,10 @@ class JsonlWriter:
             try:
                 written = os.write(self._fd, data)
                 while written < len(data):  # the disk took part of it: the next write says why
-                    written += os.write(self._fd, data[written:])
+                    more = os.write(self._fd, data[written:])
+                    if not more:
+                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+                    written += more
             except BaseException:
                 with contextlib.suppress(OSError):
                     os.ftruncate(self._fd, start)  # no partial line left behind

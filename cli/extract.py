@@ -105,9 +105,10 @@ def extract_command(
 ) -> None:
     """Extract features for every audio file under IN into OUT (the folder tree is mirrored).
 
-    Writes one feature file per input, OUT/manifest.jsonl (a record per file and run) and
-    OUT/failures.jsonl (every file that could not be read, with the reason). Rerunning the same
-    command skips files already done. Exit status: 0 all done, 1 some files failed, 2 bad usage.
+    Writes one feature file per input, OUT/manifest.jsonl (a record each time a file is done or
+    fails) and OUT/failures.jsonl (every file that could not be read, with the reason). Rerunning
+    the same command skips files already done; one run writes an OUT at a time. Exit status: 0 all
+    done, 1 some files failed or OUT could not be written, 2 bad usage.
     """
     # Imported here, not at the top, so `--help` stays quick; it imports no numpy either, so
     # extract() starts its workers before this process's own heavy imports.
@@ -178,7 +179,10 @@ class _Progress:
 
             self.bar = tqdm(total=files, unit="file", dynamic_ncols=True, file=sys.stderr, smoothing=0.05)
         elif self.enabled:
-            click.echo(f"{files} files to process ({self.total_hours:.2f} h of audio)", err=True)
+            from adares.pipeline.planning import DURATION_SAMPLE  # imported by the run already
+
+            about = "about " if files > DURATION_SAMPLE else ""  # estimated from a sample of headers
+            click.echo(f"{files} files to process ({about}{self.total_hours:.2f} h of audio)", err=True)
 
     def update(self, record: dict[str, Any]) -> None:
         if not self.enabled:

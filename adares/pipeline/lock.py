@@ -145,7 +145,8 @@ def _alive(holder: dict[str, Any]) -> bool:
 
 
 def _refusal(folder: Path, holder: dict[str, Any]) -> str:
-    who = ", ".join(f"{key} {holder[key]}" for key in ("pid", "host", "started") if key in holder)
+    labels = (("pid", "pid "), ("host", "on "), ("started", "since "))
+    who = " ".join(f"{label}{holder[key]}" for key, label in labels if key in holder)
     return (
         f"output folder {folder} is being written by another run ({who or 'adares extract'}); wait for it to "
         f"finish or stop it, or choose another output folder (its lock: {folder / LOCK_NAME})"

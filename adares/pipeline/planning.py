@@ -92,7 +92,8 @@ class Corpus:
 
     def tasks(self) -> list[Task]:
         """One task per input, in discovery order, with the size and time of its source now."""
-        return [_make_task(self.root, self.out, source, output) for source, output in self.outputs.items()]
+        root, out = str(self.root), str(self.out)
+        return [_make_task(root, out, source, output) for source, output in self.outputs.items()]
 
     def likely_todo(self, tasks: Sequence[Task], *, overwrite: bool) -> list[Task]:
         """The tasks an earlier run did not finish unchanged, whatever its configuration: the files
@@ -177,6 +178,8 @@ class Corpus:
         # the size and time first: they rule out most changed files without parsing the record
         if entry is None or entry.source_size != task.size or entry.source_mtime_ns != task.mtime_ns:
             return False
+        if entry.output == task.output_rel:  # a file of its own: no need to parse the record either
+            return os.path.isfile(task.output)
         return self._unchanged(entry.record(), task)
 
     def _unchanged(self, entry: dict[str, Any], task: Task) -> bool:
@@ -235,18 +238,20 @@ def resolve_configuration(
     return Resolved(config.config_hash(extractor), request, extractor)
 
 
-def _make_task(root: Path, out: Path, source: PurePosixPath, output: PurePosixPath) -> Task:
-    path = root / source
+def _make_task(root: str, out: str, source: PurePosixPath, output: PurePosixPath) -> Task:
+    # strings, not paths: this runs once per input of a corpus of any size
+    source_rel, output_rel = source.as_posix(), output.as_posix()
+    path = os.path.join(root, source_rel)
     try:
-        stat = path.stat()
+        stat = os.stat(path)
         size, mtime_ns = stat.st_size, stat.st_mtime_ns
     except OSError:
         size, mtime_ns = -1, -1
     return Task(
-        source=str(path),
-        output=str(out / output),
-        source_rel=source.as_posix(),
-        output_rel=output.as_posix(),
+        source=path,
+        output=os.path.join(out, output_rel),
+        source_rel=source_rel,
+        output_rel=output_rel,
         size=size,
         mtime_ns=mtime_ns,
     )
