@@ -127,3 +127,20 @@ def test_noise_figures_take_the_worst_standard_error_and_count_agreements() -> N
         },
     }
     assert screen.noise_figures(summary) == {"mean_sem_max": 0.45, "task_sem_max": 0.9, "agree": 1, "compared": 2}
+
+
+def test_uniform_pool_is_the_extractors_merge_with_equal_scores() -> None:
+    torch = pytest.importorskip("torch")
+    generator = torch.Generator().manual_seed(0)
+    mel = (torch.rand(3, 10, 4, generator=generator) * 8 - 10).to(torch.float16)
+    lengths = torch.tensor([10, 10, 10])
+    # Nothing merged away: the fine frames come back.
+    same, frames = screen.uniform_pool(mel, lengths, reduction=0.0)
+    assert frames.tolist() == [10, 10, 10]
+    assert torch.allclose(same.float(), mel.float(), atol=2e-2)
+    # Half: pairs of frames averaged in linear power, then logged again.
+    half, frames = screen.uniform_pool(mel, lengths, reduction=0.5)
+    assert frames.tolist() == [5, 5, 5]
+    power = mel.float().exp() - 1e-6
+    expected = ((power[:, 0::2] + power[:, 1::2]) / 2 + 1e-6).log()
+    assert torch.allclose(half.float(), expected, atol=2e-2)
