@@ -24,7 +24,7 @@ import numpy as np
 from adares.atomic import atomic_open, atomic_write_text, output_errors
 from adares.errors import ParameterError
 from adares.features import Features, load_features, require_finite
-from adares.shards import Member, ShardWriter, npy_header, npy_member, read_member
+from adares.shards import SHARDS_DIR, Member, ShardWriter, npy_header, npy_member, read_member
 
 __all__ = [
     "FORMATS",
@@ -36,6 +36,9 @@ __all__ = [
     "write_sample",
     "read_features",
     "feature_members",
+    "output_id",
+    "stored_file",
+    "remove_unrecorded_shards",
     "Manifest",
     "ManifestEntry",
     "JsonlWriter",
@@ -198,6 +201,38 @@ def read_features(root: Path, record: Mapping[str, Any]) -> Features:
     if record.get("shard"):
         return Features(**read_member(Path(root) / record["shard"], record["member"]))
     return load_features(Path(root) / record["output"])
+
+
+def output_id(output: str) -> str:
+    """The id of a file's features: its output path relative to the output folder, without suffix."""
+    return str(PurePosixPath(output).with_suffix(""))
+
+
+def stored_file(record: Mapping[str, Any]) -> str:
+    """The file that holds a record's features, relative to the output folder (its shard, for shards)."""
+    return record.get("shard") or record["output"]
+
+
+def remove_unrecorded_shards(folder: str | os.PathLike[str], records: Iterable[Mapping[str, Any]]) -> int:
+    """Delete the shards under ``folder`` that no record names: those whose run was killed after the
+    rename and before their records were written, or that an overwrite made obsolete. Their files
+    are redone, so no sample is found twice in the folder's shards.
+
+    Returns
+    -------
+    int
+        How many shards were removed.
+    """
+    shards = Path(folder) / SHARDS_DIR
+    if not shards.is_dir():
+        return 0
+    recorded = {record.get("shard") for record in records}
+    removed = 0
+    for shard in shards.glob("*.tar"):
+        if f"{SHARDS_DIR}/{shard.name}" not in recorded:
+            shard.unlink(missing_ok=True)
+            removed += 1
+    return removed
 
 
 def _meta(features: Any, *, dtype: str) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from adares.errors import AdaresError, ConfigMismatchError
 from adares.pipeline.config import ExtractConfig, identity_hash
 from adares.pipeline.discovery import discover
 from adares.pipeline.lock import OutputLock
-from adares.store import Manifest, ManifestEntry, output_paths
+from adares.store import Manifest, ManifestEntry, output_id, output_paths, remove_unrecorded_shards, stored_file
 
 __all__ = ["DURATION_SAMPLE", "Corpus", "Resolved", "Task", "resolve_configuration", "skipped_record"]
 
@@ -149,6 +149,7 @@ class Corpus:
             remove_stale_temporaries(self.out)
             if overwrite:
                 self.manifest.clear()
+            remove_unrecorded_shards(self.out, (entry.record() for entry in self.manifest.entries().values()))
 
     def _refuse_other_configuration(self, config_hash: str, *, overwrite: bool) -> None:
         others = self.manifest.configs() - {config_hash}
@@ -184,10 +185,13 @@ class Corpus:
 
     def _unchanged(self, entry: dict[str, Any], task: Task) -> bool:
         return (
-            entry.get("output") == task.output_rel
+            (
+                entry.get("output") == task.output_rel
+                or ("shard" in entry and entry.get("id") == output_id(task.output_rel))
+            )
             and entry.get("source_size") == task.size
             and entry.get("source_mtime_ns") == task.mtime_ns
-            and (self.out / task.output_rel).is_file()
+            and (self.out / stored_file(entry)).is_file()
         )
 
 
@@ -260,6 +264,7 @@ def _make_task(root: str, out: str, source: PurePosixPath, output: PurePosixPath
 def skipped_record(done_before: dict[str, Any]) -> dict[str, Any]:
     """What the progress callback is told of a file skipped as done before (never written to the manifest)."""
     keep = ("id", "source", "output", "duration", "fine_frames", "output_frames", "source_size", "source_mtime_ns")
+    keep += ("shard", "member") if "shard" in done_before else ()
     return {key: done_before.get(key) for key in keep} | {"status": "skipped", "seconds": 0.0}
 
 
