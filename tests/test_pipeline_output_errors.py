@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -85,6 +86,26 @@ def test_every_error_of_the_folder_stops_the_run(tmp_path, monkeypatch, code, ad
         extract(tmp_path / "in", tmp_path / "out", config=CONFIG, jobs=1, batch_size=1)
     full = code == errno.EDQUOT
     assert str(caught.value).endswith("freeing space to resume" if full else "once it is writable to resume")
+
+
+@pytest.mark.parametrize("where", ["opening a shard", "renaming a finished shard"])
+def test_a_full_folder_stops_a_run_writing_shards(tmp_path, monkeypatch, where):
+    make_corpus(tmp_path / "in", count=3, corrupt=False)
+    out = tmp_path / "out"
+    if where == "opening a shard":
+        fail_after(monkeypatch, 0)
+    else:
+
+        def full(source, destination):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(destination))
+
+        monkeypatch.setattr(atomic.os, "replace", full)
+    with pytest.raises(OutputError, match=FULL.format(done=0, total=3)):
+        extract(tmp_path / "in", out, config=replace(CONFIG, format="shards"), jobs=1)
+    monkeypatch.undo()
+    assert lines(out) == [] and not list(out.rglob("*.tar"))
+    summary = extract(tmp_path / "in", out, config=replace(CONFIG, format="shards"), jobs=1)
+    assert summary.done == 3 and len(lines(out)) == 3
 
 
 def test_an_error_of_one_file_stays_that_files_failure(tmp_path, monkeypatch):

@@ -140,6 +140,9 @@ class _Output:
         if self.shards is None:
             return records
         self.shards.finish()
+        for _, error in self.shards.failed:
+            if isinstance(error, OutputError):  # OUT is full or unwritable: the run stops (issue 16, item 4)
+                raise error
         where = {key: f"{SHARDS_DIR}/{path.name}" for path, keys in self.shards.finished for key in keys}
         errors = {key: error for keys, error in self.shards.failed for key in keys}
         settled = []
