@@ -363,3 +363,14 @@ def test_failures_report_is_left_alone_when_unchanged(tmp_path):
     inode = manifest.failures_path.stat().st_ino
     manifest.compact_failures()
     assert (manifest.failures_path.stat().st_mtime_ns, manifest.failures_path.stat().st_ino) == (stamp, inode)
+
+
+def test_float16_hdf5_in_memory_and_streamed(tmp_path):
+    features = _features(frames=50, mels=16)
+    write_features(features, tmp_path / "a.h5", format="hdf5", dtype="float16")
+    write_features(_streamed(features), tmp_path / "b.h5", format="hdf5", dtype="float16")
+    for name in ("a.h5", "b.h5"):
+        half = load_features(tmp_path / name)
+        assert half.meta == features.meta | {"dtype": "float16"}
+        assert np.array_equal(half.mel, features.mel.astype(np.float16).astype(np.float32))
+        assert np.array_equal(half.scores, features.scores) and np.array_equal(half.spans, features.spans)
