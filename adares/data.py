@@ -93,7 +93,9 @@ class _Records(Sequence[dict[str, Any]]):
     def __len__(self) -> int:
         return len(self._dataset)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:  # type: ignore[override]
+    def __getitem__(self, index: int | slice) -> Any:
+        if isinstance(index, slice):
+            return [self._dataset.record(i) for i in range(*index.indices(len(self)))]
         return self._dataset.record(index)
 
 

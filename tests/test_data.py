@@ -161,3 +161,12 @@ def test_shards_load_like_npz_through_a_bucketing_loader(tmp_path):
     for index in range(len(npz)):
         item = npz[index]
         torch.testing.assert_close(seen[item["id"]], item["mel"])
+
+
+def test_records_are_a_sequence_that_slices(tmp_path):
+    root = tmp_path / "in"
+    make_corpus(root, count=4, corrupt=False)
+    extract(root, tmp_path / "out", config=ExtractConfig(frontend={"n_mels": 24}, model="none"), jobs=1)
+    records = FeatureDataset(tmp_path / "out").records
+    assert [r["source"] for r in records[1:3]] == [records[1]["source"], records[2]["source"]]
+    assert records[-1] == records[len(records) - 1] and records[::-1][0] == records[-1]
