@@ -157,8 +157,10 @@ def load(
     sr: int | None = 16000,
     mono: bool = True,
     channel: int | None = None,
+    start: float = 0.0,
+    end: float | None = None,
 ) -> tuple[np.ndarray, int]:
-    """Decode an audio file to float32 samples, resampled to ``sr``.
+    """Decode an audio file, or a segment of it, to float32 samples, resampled to ``sr``.
 
     Parameters
     ----------
@@ -172,6 +174,9 @@ def load(
         channel is kept and the result is channel-major.
     channel : int or None
         Take only this channel (0-based) instead of mixing down. Overrides ``mono``.
+    start, end : float
+        The segment to decode, in seconds of the recording (``end`` None: to its end). The file
+        is seeked to ``start``: what lies before is never decoded.
 
     Returns
     -------
@@ -184,10 +189,10 @@ def load(
     ------
     AudioDecodeError
         If the file cannot be decoded: missing, empty, not audio, truncated, no samples, non-finite
-        samples, samples beyond :data:`MAX_ABS_SAMPLE` in magnitude, or ``channel`` out of range
-        for this file. The message names the path and reason.
+        samples, samples beyond :data:`MAX_ABS_SAMPLE` in magnitude, ``channel`` out of range for
+        this file, or a segment beyond its end. The message names the path and reason.
     ParameterError
-        If ``sr`` or ``channel`` is not a valid value at all.
+        If ``sr``, ``channel``, ``start`` or ``end`` is not a valid value at all.
 
     Examples
     --------
@@ -198,12 +203,19 @@ def load(
     if sr is not None and (isinstance(sr, bool) or not isinstance(sr, int) or sr <= 0):
         raise ParameterError(f"sr must be a positive integer in Hz or None, got {sr!r}")
     _check_channel(channel)
+    segment = _check_segment(start, end)
     with _opened(path) as handle:
-        return _decode(handle, path=path, sr=sr, mono=mono, channel=channel)
+        return _decode(handle, path=path, sr=sr, mono=mono, channel=channel, segment=segment)
 
 
 def load_or_stream(
-    path: str | os.PathLike[str], *, sr: int, channel: int | None = None, longer_than: float
+    path: str | os.PathLike[str],
+    *,
+    sr: int,
+    channel: int | None = None,
+    longer_than: float,
+    start: float = 0.0,
+    end: float | None = None,
 ) -> np.ndarray | tuple[int, Callable[[], Iterator[np.ndarray]]]:
     """The mono samples of :func:`load`, or for a file whose header declares more than ``longer_than``
     seconds, the blocks of :func:`stream`: one decision, and one opening of a short file.
@@ -214,10 +226,12 @@ def load_or_stream(
     """
     _check_rate(sr)
     _check_channel(channel)
+    segment = _check_segment(start, end)
     with _opened(path) as handle:
-        if handle.frames <= longer_than * handle.samplerate:
-            return _decode(handle, path=path, sr=sr, mono=True, channel=channel)[0]
-    return stream(path, sr=sr, channel=channel)
+        length = (handle.frames if end is None else round(end * handle.samplerate)) - round(start * handle.samplerate)
+        if length <= longer_than * handle.samplerate:
+            return _decode(handle, path=path, sr=sr, mono=True, channel=channel, segment=segment)[0]
+    return stream(path, sr=sr, channel=channel, start=start, end=end)
 
 
 def _check_rate(sr: int) -> None:
@@ -228,6 +242,14 @@ def _check_rate(sr: int) -> None:
 def _check_channel(channel: int | None) -> None:
     if channel is not None and (isinstance(channel, bool) or not isinstance(channel, int) or channel < 0):
         raise ParameterError(f"channel must be a non-negative integer or None, got {channel!r}")
+
+
+def _check_segment(start: float, end: float | None) -> tuple[float, float | None]:
+    if isinstance(start, bool) or not isinstance(start, (int, float)) or not 0.0 <= start < math.inf:
+        raise ParameterError(f"start must be a finite, non-negative number of seconds, got {start!r}")
+    if end is not None and (isinstance(end, bool) or not isinstance(end, (int, float)) or not start < end < math.inf):
+        raise ParameterError(f"end must be a finite number of seconds after start ({start:g}), got {end!r}")
+    return float(start), None if end is None else float(end)
 
 
 @contextlib.contextmanager
@@ -243,11 +265,17 @@ def _opened(path: str | os.PathLike[str]) -> Iterator[sf.SoundFile]:
 
 
 def _decode(
-    handle: sf.SoundFile, *, path: str | os.PathLike[str], sr: int | None, mono: bool, channel: int | None
+    handle: sf.SoundFile,
+    *,
+    path: str | os.PathLike[str],
+    sr: int | None,
+    mono: bool,
+    channel: int | None,
+    segment: tuple[float, float | None] = (0.0, None),
 ) -> tuple[np.ndarray, int]:
     target_sr = int(handle.samplerate) if sr is None else sr
     keep_channels = channel is None and not mono
-    pieces = list(_blocks(handle, path=path, sr=sr, mono=mono, channel=channel))
+    pieces = list(_blocks(handle, path=path, sr=sr, mono=mono, channel=channel, segment=segment))
     samples = np.concatenate(pieces, axis=0) if len(pieces) > 1 else pieces[0]
     samples = np.ascontiguousarray(samples.T if keep_channels else samples[:, 0], dtype=np.float32)
     return samples, target_sr
@@ -269,6 +297,23 @@ def _check_header(handle: sf.SoundFile, *, path: str | os.PathLike[str], channel
         raise AudioDecodeError(path, "no audio samples (0 frames)")
 
 
+def _segment_frames(
+    segment: tuple[float, float | None], *, file_sr: int, declared: int, path: str | os.PathLike[str]
+) -> tuple[int, int]:
+    """The frames ``[first, stop)`` at the file's rate that a (start, end) segment in seconds covers."""
+    start, end = segment
+    first = round(start * file_sr)
+    stop = declared if end is None else round(end * file_sr)
+    length = declared / file_sr
+    if first >= declared:
+        raise AudioDecodeError(path, f"segment starts at {start:.3f} s, after the recording's end ({length:.3f} s)")
+    if stop > declared:
+        raise AudioDecodeError(path, f"segment ends at {end:.3f} s, after the recording's end ({length:.3f} s)")
+    if stop <= first:
+        raise AudioDecodeError(path, f"segment {start:.3f}-{end:.3f} s holds no frame at {file_sr} Hz")
+    return first, stop
+
+
 def _blocks(
     handle: sf.SoundFile,
     *,
@@ -277,30 +322,42 @@ def _blocks(
     mono: bool,
     channel: int | None,
     block_frames: int = _BLOCK_FRAMES,
+    segment: tuple[float, float | None] = (0.0, None),
 ) -> Iterator[np.ndarray]:
     """Decode ``handle`` block by block: ``[n, C]`` float32 pieces at ``sr`` (C = 1 unless every
     channel is kept), every check of :func:`load` included. The checks that need the whole file
-    (truncation, no samples) run before the last piece is given out."""
+    (truncation, no samples) run before the last piece is given out. A ``segment`` (start, end)
+    in seconds is reached by seeking, never by decoding what lies before it."""
     _check_header(handle, path=path, channel=channel)
     file_sr, channels, declared = int(handle.samplerate), int(handle.channels), int(handle.frames)
     block_frames = max(1, min(block_frames, _BLOCK_SAMPLES // channels))
+    first, stop = _segment_frames(segment, file_sr=file_sr, declared=declared, path=path)
+    if first:
+        try:
+            handle.seek(first)
+        except (sf.LibsndfileError, RuntimeError) as error:
+            raise AudioDecodeError(
+                path, f"cannot seek to {first / file_sr:.3f} s ({_libsndfile_reason(error)})"
+            ) from None
+    declared = stop - first  # what this pass reads
 
     target_sr = file_sr if sr is None else sr
     keep_channels = channel is None and not mono
     resampler = _make_resampler(file_sr, target_sr, channels if keep_channels else 1)
     frames_read = given = 0
     while True:
+        request = min(block_frames, declared - frames_read) if segment != (0.0, None) else block_frames
         try:
-            block = handle.read(block_frames, dtype="float32", always_2d=True)
+            block = handle.read(request, dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError) as error:
             raise AudioDecodeError(
                 path,
                 f"truncated or corrupt: header says {declared / file_sr:.3g} s, decoding failed after "
                 f"{frames_read / file_sr:.3g} s ({_libsndfile_reason(error)})",
             ) from None
-        last = len(block) < block_frames
+        last = len(block) < request or (segment != (0.0, None) and frames_read + len(block) >= declared)
         if len(block):
-            _check_samples(block, path=path, offset_frames=frames_read, sr=file_sr)
+            _check_samples(block, path=path, offset_frames=first + frames_read, sr=file_sr)
             frames_read += len(block)
             if channel is not None:
                 block = block[:, channel : channel + 1]
@@ -327,7 +384,13 @@ def _blocks(
 
 
 def stream(
-    path: str | os.PathLike[str], *, sr: int, channel: int | None = None, block_frames: int = _BLOCK_FRAMES
+    path: str | os.PathLike[str],
+    *,
+    sr: int,
+    channel: int | None = None,
+    block_frames: int = _BLOCK_FRAMES,
+    start: float = 0.0,
+    end: float | None = None,
 ) -> tuple[int, Callable[[], Iterator[np.ndarray]]]:
     """A file's mono samples at ``sr`` in blocks, for files too long to hold: each pass re-reads the file.
 
@@ -344,6 +407,8 @@ def stream(
         Take only this channel instead of mixing down.
     block_frames : int
         Frames read per block (at the file's rate).
+    start, end : float
+        The segment, in seconds of the recording, as for :func:`load`.
 
     Returns
     -------
@@ -362,16 +427,22 @@ def stream(
     """
     _check_rate(sr)
     _check_channel(channel)
+    segment = _check_segment(start, end)
     with _opened(path) as handle:
         _check_header(handle, path=path, channel=channel)
-        file_sr, declared = int(handle.samplerate), int(handle.frames)
+        file_sr = int(handle.samplerate)
+        first, stop = _segment_frames(segment, file_sr=file_sr, declared=int(handle.frames), path=path)
+        declared = stop - first
     # soxr's stream gives round(frames * sr / file_sr) samples, halves rounded up
     num_samples = declared if file_sr == sr else (declared * sr + file_sr // 2) // file_sr
 
     def chunks() -> Iterator[np.ndarray]:
         given = 0
         with _opened(path) as handle:
-            for block in _blocks(handle, path=path, sr=sr, mono=True, channel=channel, block_frames=block_frames):
+            blocks = _blocks(
+                handle, path=path, sr=sr, mono=True, channel=channel, block_frames=block_frames, segment=segment
+            )
+            for block in blocks:
                 given += len(block)
                 yield block[:, 0]
         if given != num_samples:

@@ -4,8 +4,10 @@ import soundfile as sf
 import soxr
 
 from adares import audio
-from adares.audio import info, load
+from adares.audio import info, load, stream
 from adares.errors import AdaresError, AudioDecodeError, ParameterError
+
+from .conftest import synth
 
 SR = 16000
 
@@ -225,3 +227,28 @@ def test_real_keyword_flac_and_mp3_agree():
     n = min(len(flac), len(mp3))
     assert np.corrcoef(flac[:n], mp3[:n])[0, 1] > 0.95
     assert np.all(flac[:3900] == 0) and np.abs(flac[4000:10347]).max() > 0.05
+
+
+@pytest.mark.parametrize("suffix", [".wav", ".flac"])
+def test_a_segment_is_the_slice_of_the_whole_by_seeking(tmp_path, suffix):
+    path = tmp_path / f"x{suffix}"
+    sf.write(path, synth(2.0), SR, subtype="PCM_16")
+    whole, _ = load(path, sr=SR)
+    part, _ = load(path, sr=SR, start=0.25, end=1.5)
+    np.testing.assert_array_equal(part, whole[4000:24000])
+    rest, _ = load(path, sr=SR, start=1.75)
+    np.testing.assert_array_equal(rest, whole[28000:])
+    count, chunks = stream(path, sr=SR, start=0.25, end=1.5, block_frames=999)
+    assert count == 20000
+    np.testing.assert_array_equal(np.concatenate(list(chunks())), part)
+
+
+def test_a_segment_beyond_the_recording_is_a_named_failure(tmp_path):
+    path = tmp_path / "x.wav"
+    sf.write(path, synth(1.0), SR)
+    with pytest.raises(AudioDecodeError, match=r"segment ends at 1.500 s, after the recording's end \(1.000 s\)"):
+        load(path, sr=SR, start=0.5, end=1.5)
+    with pytest.raises(AudioDecodeError, match="segment starts at 2.000 s"):
+        load(path, sr=SR, start=2.0)
+    with pytest.raises(ParameterError, match="end must be"):
+        load(path, sr=SR, start=0.5, end=0.5)
