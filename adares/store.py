@@ -32,6 +32,7 @@ __all__ = [
     "MANIFEST_NAME",
     "FAILURES_NAME",
     "output_paths",
+    "named_output_paths",
     "write_features",
     "write_sample",
     "read_features",
@@ -84,6 +85,15 @@ def output_paths(sources: Sequence[PurePosixPath], *, format: str = "npz") -> di
         )
         for source in sources
     }
+
+
+def named_output_paths(ids: Sequence[str], *, format: str = "npz") -> dict[PurePosixPath, PurePosixPath]:
+    """Map the ids of a described corpus (:func:`adares.inputs.read_inputs`) to output paths: ``<id><suffix>``.
+
+    Unlike :func:`output_paths`, nothing is replaced: an id's dots are part of its name.
+    """
+    suffix = _suffix(format)
+    return {PurePosixPath(identifier): PurePosixPath(identifier + suffix) for identifier in ids}
 
 
 def write_features(features: Any, path: str | os.PathLike[str], *, format: str = "npz", dtype: str = "float32") -> None:

@@ -105,6 +105,10 @@ def extract_command(
 ) -> None:
     """Extract features for every audio file under IN into OUT (the folder tree is mirrored).
 
+    IN may also be one audio file, or a file describing a corpus: a .txt/.lst list of paths, a CSV
+    with id,path[,start,end], a Kaldi wav.scp (with its segments), a lhotse .jsonl/.jsonl.gz
+    manifest; each input's id then names its output.
+
     Writes one feature file per input, OUT/manifest.jsonl (a record each time a file is done or
     fails) and OUT/failures.jsonl (every file that could not be read, with the reason). Rerunning
     the same command skips files already done; one run writes an OUT at a time. Exit status: 0 all

@@ -88,7 +88,10 @@ def extract(
     Parameters
     ----------
     input_path : str or os.PathLike
-        Folder of audio files (recursive), or one file.
+        Folder of audio files (recursive), one audio file, or a file describing a corpus: a
+        ``.txt``/``.lst`` list of paths, a CSV with ``id,path[,start,end]``, a Kaldi ``wav.scp``
+        (with its ``segments``), a lhotse manifest (:mod:`adares.inputs`). A described input's id
+        names its output, and a segment's spans are in its recording's samples.
     output_dir : str or os.PathLike
         Where the feature files, ``manifest.jsonl`` and ``failures.jsonl`` go. The input folder
         tree is mirrored.

@@ -22,10 +22,19 @@ from typing import Any
 from adares.atomic import output_errors, remove_stale_temporaries
 from adares.audio import info
 from adares.errors import AdaresError, ConfigMismatchError
+from adares.inputs import InputItem, describes_corpus, read_inputs
 from adares.pipeline.config import ExtractConfig, identity_hash
 from adares.pipeline.discovery import discover
 from adares.pipeline.lock import OutputLock
-from adares.store import Manifest, ManifestEntry, output_id, output_paths, remove_unrecorded_shards, stored_file
+from adares.store import (
+    Manifest,
+    ManifestEntry,
+    named_output_paths,
+    output_id,
+    output_paths,
+    remove_unrecorded_shards,
+    stored_file,
+)
 
 __all__ = ["DURATION_SAMPLE", "Corpus", "Resolved", "Task", "resolve_configuration", "skipped_record"]
 
@@ -36,14 +45,27 @@ scaled to the count (a header costs a fraction of a millisecond; a million would
 
 @dataclass(frozen=True)
 class Task:
-    """One input file and where its features go: what a worker needs to process it."""
+    """One input and where its features go: what a worker needs to process it.
 
-    source: str  # absolute
+    An input of a described corpus (:mod:`adares.inputs`) is named by its id (``source_rel``),
+    and may be a segment (``start``, ``end`` in seconds) or one ``channel`` of its recording.
+    """
+
+    source: str  # the audio file: absolute, or relative to the working folder
     output: str  # absolute
-    source_rel: str
+    source_rel: str  # the manifest's key: the path under the input folder, or the input's id
     output_rel: str
     size: int
     mtime_ns: int
+    start: float = 0.0
+    end: float | None = None
+    channel: int | None = None
+    recording: str | None = None  # the audio file as the corpus description names it
+
+    @property
+    def is_segment(self) -> bool:
+        """Whether the input is a part of its recording rather than all of it."""
+        return self.start > 0.0 or self.end is not None
 
 
 @dataclass
@@ -57,6 +79,7 @@ class Corpus:
     out: Path
     outputs: dict[PurePosixPath, PurePosixPath]
     manifest: Manifest
+    items: dict[str, InputItem] | None = None  # by id, for a described corpus
     _seconds: dict[str, float] = field(default_factory=dict)
 
     @classmethod
@@ -70,12 +93,21 @@ class Corpus:
     ) -> Corpus:
         """Discover the inputs and their output paths, and read the output folder's manifest.
 
+        ``input_path`` is a folder, an audio file, or a file describing a corpus (a list, a CSV,
+        a Kaldi ``wav.scp``, a lhotse manifest: :func:`adares.inputs.read_inputs`), whose ids
+        name the outputs.
+
         Raises
         ------
         ParameterError
-            If ``input_path`` does not exist or ``format`` is unknown.
+            If ``input_path`` does not exist, ``format`` is unknown, or a described corpus has a
+            malformed entry or an id that would escape the output folder or repeat.
         """
         out = Path(output_dir)
+        if describes_corpus(input_path):
+            items = {item.id: item for item in read_inputs(input_path)}
+            outputs = named_output_paths(list(items), format=format)
+            return cls(root=Path(input_path).parent, out=out, outputs=outputs, manifest=Manifest.of(out), items=items)
         outputs = output_paths(discover(input_path, extensions=extensions, exclude=out), format=format)
         root = Path(input_path) if Path(input_path).is_dir() else Path(input_path).parent
         return cls(root=root, out=out, outputs=outputs, manifest=Manifest.of(out))
@@ -93,6 +125,10 @@ class Corpus:
     def tasks(self) -> list[Task]:
         """One task per input, in discovery order, with the size and time of its source now."""
         root, out = str(self.root), str(self.out)
+        if self.items is not None:
+            return [
+                _described_task(self.items[source.as_posix()], out, output) for source, output in self.outputs.items()
+            ]
         return [_make_task(root, out, source, output) for source, output in self.outputs.items()]
 
     def likely_todo(self, tasks: Sequence[Task], *, overwrite: bool) -> list[Task]:
@@ -115,10 +151,12 @@ class Corpus:
         return sum(self._declared(tasks[index]) for index in sample) * len(tasks) / DURATION_SAMPLE
 
     def _declared(self, task: Task) -> float:
+        if task.end is not None:  # a segment with an end: no header to read
+            return task.end - task.start
         seconds = self._seconds.get(task.source)
         if seconds is None:
             seconds = self._seconds[task.source] = _declared_seconds(task.source)
-        return seconds
+        return max(0.0, seconds - task.start)
 
     def prepare_output(self, *, config_hash: str, overwrite: bool, lock: OutputLock | None = None) -> None:
         """Make the output folder ready for this configuration.
@@ -258,6 +296,28 @@ def _make_task(root: str, out: str, source: PurePosixPath, output: PurePosixPath
         output_rel=output_rel,
         size=size,
         mtime_ns=mtime_ns,
+    )
+
+
+def _described_task(item: InputItem, out: str, output: PurePosixPath) -> Task:
+    path = str(item.path)
+    try:
+        stat = os.stat(path)
+        size, mtime_ns = stat.st_size, stat.st_mtime_ns
+    except OSError:
+        size, mtime_ns = -1, -1
+    output_rel = output.as_posix()
+    return Task(
+        source=path,
+        output=os.path.join(out, output_rel),
+        source_rel=item.id,
+        output_rel=output_rel,
+        size=size,
+        mtime_ns=mtime_ns,
+        start=item.start,
+        end=item.end,
+        channel=item.channel,
+        recording=path,
     )
 
 

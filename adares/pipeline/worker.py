@@ -13,6 +13,7 @@ does not grow with a file's length; their records are those of the in-memory pat
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -92,7 +93,8 @@ def process_tasks(tasks: list[Task], extractor: Any, config: ExtractConfig) -> l
         started = time.perf_counter()
         try:
             batch = extractor.batch(
-                [samples for _, samples, _ in group], metas=[{"source": tasks[i].source_rel} for i, _, _ in group]
+                [samples for _, samples, _ in group],
+                metas=[_meta(tasks[i], extractor.frontend.sr) for i, _, _ in group],
             )
         except Exception:  # noqa: BLE001 - retried file by file, so the error lands on its own file
             for index, samples, _ in group:
@@ -126,6 +128,9 @@ class _Output:
 
     def write(self, task: Task, features: Any) -> None:
         config = self.config
+        offset = features.meta.get("offset_samples")
+        if offset:  # a segment's spans are in its recording's samples
+            features = dataclasses.replace(features, spans=features.spans + offset)
         if config.format != "shards":
             write_features(features, task.output, format=config.format, dtype=config.dtype)
             return
@@ -167,7 +172,7 @@ def _write_streamed(task: Task, extractor: Any, output: _Output, audio: tuple, s
     """Extract and write a long file in blocks (``audio`` as :func:`adares.audio.stream` gives it);
     its record is the in-memory path's."""
     num_samples, chunks = audio
-    features = extractor.stream(chunks, num_samples=num_samples, meta={"source": task.source_rel})
+    features = extractor.stream(chunks, num_samples=num_samples, meta=_meta(task, extractor.frontend.sr))
     output.write(task, features)
     return _ok_record(task, num_samples, features, extractor, started)
 
@@ -184,8 +189,30 @@ def _similar_lengths(items: list[tuple[int, Any, float]]) -> list[list[tuple[int
 
 
 def _load(task: Task, extractor: Any, config: ExtractConfig) -> Any:
-    """The file's samples, or for a file over :data:`LONG_SECONDS` its blocks (a tuple)."""
-    return load_or_stream(task.source, sr=extractor.frontend.sr, channel=config.channel, longer_than=LONG_SECONDS)
+    """The input's samples, or for one over :data:`LONG_SECONDS` its blocks (a tuple)."""
+    return load_or_stream(
+        task.source,
+        sr=extractor.frontend.sr,
+        channel=config.channel if task.channel is None else task.channel,
+        longer_than=LONG_SECONDS,
+        start=task.start,
+        end=task.end,
+    )
+
+
+def _meta(task: Task, sr: int) -> dict[str, Any]:
+    """What a feature file's meta says of its input: the source, and for a segment where it lies."""
+    meta: dict[str, Any] = {"source": task.source_rel}
+    if task.recording is not None:
+        meta["recording"] = task.recording
+    if task.is_segment:
+        meta |= {"start": task.start, "end": task.end, "offset_samples": _offset(task, sr)}
+    return meta
+
+
+def _offset(task: Task, sr: int) -> int:
+    """The sample at ``sr`` where a segment begins in its recording: what its spans are shifted by."""
+    return round(task.start * sr)
 
 
 def _process_file(
@@ -204,7 +231,7 @@ def _process_file(
         audio = _load(task, extractor, config) if samples is None else samples
         if isinstance(audio, tuple):
             return _write_streamed(task, extractor, output, audio, started)
-        features = extractor(audio, meta={"source": task.source_rel})
+        features = extractor(audio, meta=_meta(task, extractor.frontend.sr))
         output.write(task, features)
         return _ok_record(task, len(audio), features, extractor, started)
 
@@ -250,7 +277,7 @@ def _ok_record(task: Task, num_samples: int, features: Any, extractor: Any, star
 
 
 def _base_record(task: Task) -> dict[str, Any]:
-    return {
+    record = {
         "id": output_id(task.output_rel),
         "source": task.source_rel,
         "output": task.output_rel,
@@ -258,6 +285,11 @@ def _base_record(task: Task) -> dict[str, Any]:
         "source_mtime_ns": task.mtime_ns,
         "adares_version": __version__,
     }
+    if task.recording is not None:
+        record["recording"] = task.recording
+    if task.is_segment:
+        record |= {"start": task.start, "end": task.end}
+    return record
 
 
 def failure_record(task: Task, reason: str, started: float | None = None) -> dict[str, Any]:
