@@ -12,12 +12,15 @@ import click
 
 from adares.extensions import AUDIO_EXTENSIONS
 
+from .config_file import config_options
+
 if TYPE_CHECKING:
     from adares.pipeline import Summary
 
 _PLAIN_EVERY_SECONDS = 10.0
 
 
+@config_options
 @click.command("extract")
 @click.argument("input_path", metavar="IN", type=click.Path(exists=True, file_okay=True, dir_okay=True))
 @click.argument("output_dir", metavar="OUT", type=click.Path(file_okay=False))

@@ -7,6 +7,9 @@ from click.testing import CliRunner
 
 from adares.cli import train as train_command_module
 from adares.cli.main import main
+from adares.store import Manifest
+
+from .conftest import make_corpus
 
 
 def _capture_training(monkeypatch) -> list:
@@ -73,3 +76,19 @@ def test_unknown_settings_and_bad_files_are_usage_errors(tmp_path):
     config.write_text("compressor: [unclosed\n")
     result = run("train", str(data), str(tmp_path / "a"), "--config", str(config))
     assert result.exit_code == 2 and "cannot read" in result.output
+
+
+def test_extract_gives_the_same_configuration_hash_from_flags_or_a_file(tmp_path):
+    root = tmp_path / "in"
+    make_corpus(root, count=2, corrupt=False)
+    flags = ["--model", "flux", "--reduction", "0.75", "--n-mels", "40", "--hop", "10ms", "-j", "1"]
+    first = run("extract", str(root), str(tmp_path / "a"), *flags)
+    assert first.exit_code == 0, first.output
+    config = tmp_path / "extract.yaml"
+    assert run("extract", str(root), str(tmp_path / "x"), *flags, "--write-config", str(config)).exit_code == 0
+    assert not (tmp_path / "x").exists()  # writing the config extracts nothing
+    assert yaml.safe_load(config.read_text())["reduction"] == 0.75
+    second = run("extract", str(root), str(tmp_path / "b"), "--config", str(config))
+    assert second.exit_code == 0, second.output
+    hashes = [Manifest.of(tmp_path / name).configs() for name in ("a", "b")]
+    assert hashes[0] == hashes[1] and len(hashes[0]) == 1
