@@ -11,11 +11,14 @@ The corpus pipeline builds one extractor per worker process and reuses it for ev
 
 from __future__ import annotations
 
+import functools
+import importlib.metadata
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
+import soundfile
 import torch
 
 from adares import __version__
@@ -38,6 +41,7 @@ __all__ = [
     "fine_power",
     "power_blocks",
     "resolve_device",
+    "versions",
 ]
 
 
@@ -363,6 +367,22 @@ def batch_power(
     return power, frames, waveform, lengths
 
 
+@functools.cache
+def versions() -> dict[str, str]:
+    """The versions of what computes features: adares, torch, numpy, soundfile and its libsndfile, soxr.
+
+    Recorded in every feature file's ``meta`` (a copy), so a feature file says what made it.
+    """
+    found = {"adares": __version__, "torch": torch.__version__, "numpy": np.__version__}
+    for package in ("soundfile", "soxr"):
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    found["libsndfile"] = str(getattr(soundfile, "__libsndfile_version__", "unknown"))
+    return found
+
+
 def feature_meta(extractor: Extractor, *, num_samples: int, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``meta`` record of a feature file: every setting that produced it, and provenance."""
     frontend = extractor.frontend
@@ -382,6 +402,7 @@ def feature_meta(extractor: Extractor, *, num_samples: int, extra: dict[str, Any
         "compressor_sha256": extractor.sha256,
         "reduction": getattr(extractor, "reduction", None),
         "num_samples": int(num_samples),
+        "versions": dict(versions()),
     }
     if extra:
         meta.update(extra)

@@ -191,3 +191,12 @@ def test_a_streamed_file_equals_the_in_memory_path(model, settings):
 def test_a_streamed_ten_minute_file_equals_the_in_memory_path():
     extractor = resolve_extractor("default", frontend=MelFrontend(), reduction=0.5)
     _assert_streaming_equals_in_memory(extractor, _recording(10))
+
+
+def test_every_feature_file_says_what_made_it():
+    features = resolve_extractor("none", frontend=MelFrontend(n_mels=16))(synth(0.2))
+    versions = features.meta["versions"]
+    assert versions["torch"] == torch.__version__ and versions["numpy"] == np.__version__
+    assert set(versions) == {"adares", "torch", "numpy", "soundfile", "libsndfile", "soxr"}
+    assert all(isinstance(value, str) and value for value in versions.values())
+    assert versions["libsndfile"] not in ("", "unknown")
