@@ -41,6 +41,8 @@ _LAZY = {
     "ExtractConfig": "adares.pipeline",
     "FeatureDataset": "adares.data",
     "collate": "adares.data",
+    "BucketBatchSampler": "adares.sampling",
+    "read_inputs": "adares.inputs",
     "plot": "adares.plotting",
 }
 
