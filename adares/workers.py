@@ -12,11 +12,14 @@ import contextlib
 import ctypes
 import multiprocessing
 import os
+import select
 import signal
 import threading
+import time
 from collections.abc import Iterator
 
 __all__ = [
+    "end_with",
     "fork_server",
     "keep_freed_memory",
     "limit_threads",
@@ -25,6 +28,9 @@ __all__ = [
     "stop_fork_server",
     "worker_count",
 ]
+
+_OWNER_POLL_SECONDS = 1.0
+"""How often a worker looks for its pool's owner where it cannot wait on a pidfd."""
 
 _PRELOAD = ["adares.worker_server"]
 """Imported once by the fork server: the pipeline and torch, so every worker starts with them
@@ -136,15 +142,59 @@ def fork_server(*, start: bool = True) -> Iterator[None]:
 
 def local_pool(workers: int) -> cf.ProcessPoolExecutor:
     """A process pool of ``workers`` processes, each set up by :func:`_init_worker`."""
-    return cf.ProcessPoolExecutor(max_workers=workers, mp_context=_context(), initializer=_init_worker)
+    return cf.ProcessPoolExecutor(
+        max_workers=workers, mp_context=_context(), initializer=_init_worker, initargs=(os.getpid(),)
+    )
 
 
-def _init_worker() -> None:
+def _init_worker(owner: int) -> None:
     # Ctrl-C reaches the whole process group; the run that owns the pool handles it for its
     # workers (it shuts the pool down), so a worker does not print a traceback of its own.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     limit_threads()
     keep_freed_memory()
+    end_with(owner)
+
+
+def end_with(owner: int) -> threading.Thread:
+    """End this process as soon as process ``owner`` has ended.
+
+    A pool's workers wait for work on a queue whose writing end they hold themselves, and the
+    fork server lives as long as any worker: when the process that made the pool is killed
+    (SIGKILL, the out-of-memory killer), which gives it no chance to shut its pool down, they
+    would wait forever. A daemon thread waits for ``owner`` (a pidfd on Linux, else a poll once
+    a second) and then ends this process; the fork server follows once its workers are gone.
+
+    Returns
+    -------
+    threading.Thread
+        The waiting thread (already started).
+    """
+    watcher = threading.Thread(target=_exit_after, args=(owner,), name="adares-owner-watch", daemon=True)
+    watcher.start()
+    return watcher
+
+
+def _exit_after(owner: int) -> None:
+    try:
+        handle = os.pidfd_open(owner)
+    except (AttributeError, OSError):  # no pidfd here, or the owner is gone already
+        while _alive(owner):
+            time.sleep(_OWNER_POLL_SECONDS)
+    else:
+        select.select([handle], [], [])  # readable once the owner has ended
+        os.close(handle)
+    os._exit(1)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def limit_threads() -> None:

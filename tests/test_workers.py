@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
+import time
 
 import pytest
+import soundfile as sf
 
-from .conftest import python_output
+from adares.store import read_jsonl
+
+from .conftest import SR, python_output, synth
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc settings")
@@ -120,3 +127,76 @@ def test_the_fork_server_runs_for_the_block_and_one_already_running_is_left_runn
         "stop_fork_server()\n"
     )
     assert python_output(script) == ["None", "True", "None", "True"]
+
+
+@pytest.mark.parametrize("pidfd", [True, False])
+def test_a_process_ends_with_the_owner_it_watches(pidfd):
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    script = (
+        "import os, sys, time\n"
+        "from adares import workers\n"
+        + ("" if pidfd else "del os.pidfd_open\nworkers._OWNER_POLL_SECONDS = 0.05\n")
+        + f"workers.end_with({owner.pid})\n"
+        "print('watching', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    watcher = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert watcher.stdout.readline().strip() == "watching"
+        owner.kill()
+        owner.wait()
+        assert watcher.wait(timeout=20) == 1
+    finally:
+        for process in (owner, watcher):
+            if process.poll() is None:
+                process.kill()
+
+
+def test_a_killed_run_leaves_no_worker_or_fork_server_behind(tmp_path):
+    root = tmp_path / "in"
+    root.mkdir()
+    for i in range(400):
+        sf.write(root / f"c{i:03d}.wav", synth(1.0, seed=i), SR)
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "adares.cli", "extract", str(root), str(out), "--model", "none", "-j", "2", "-q"]
+    client = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(read_jsonl(out / "manifest.jsonl"))) < 5:
+        time.sleep(0.02)
+    pool = _descendants(client.pid)
+    assert len(pool) >= 3, "the fork server and its two workers"
+    client.kill()
+    client.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and any(_running(pid) for pid in pool):
+        time.sleep(0.1)
+    left = [pid for pid in pool if _running(pid)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)  # leave nothing behind, whatever the outcome
+    assert left == []
+
+
+def _descendants(pid: int) -> list[int]:
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    parents[int(entry)] = int(handle.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+    found, todo = [], [pid]
+    while todo:
+        parent = todo.pop()
+        children = [child for child, of in parents.items() if of == parent]
+        found += children
+        todo += children
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
