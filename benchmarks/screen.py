@@ -17,9 +17,9 @@ fine features with adares' own merge: ``adares.diffres.uniform_scores`` and
 ``adares.functional.merge.merge_average``, the extractor's merge with equal scores) and ``flux``
 at the same reduction. A configuration is a model name (``default``, ``flux``) or a bundle path.
 
-    python benchmarks/screen.py                            # default at 0.5 and 0.75, seeds 0-3, 4 folds
+    python benchmarks/screen.py                            # default at 0.5 and 0.75, seeds 0-7, 4 folds
     python benchmarks/screen.py --configs runs/x/compressor --name x   # a candidate bundle
-    python benchmarks/screen.py --seeds 4,5,6,7 --name seeds4-7       # another seed set
+    python benchmarks/screen.py --seeds 8,9,10,11 --name seeds8-11     # another seed set
 
 Everything is cached under ``benchmarks/cache/screen`` (git-ignored) and keyed by what determines
 it: extracted features by the extractor's configuration hash (front end, model weights' sha256,
@@ -583,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", default="default", help="comma-separated models or bundle paths [default]")
     parser.add_argument("--reductions", default="0.5,0.75", help="comma-separated reductions [0.5,0.75]")
-    parser.add_argument("--seeds", default="0,1,2,3", help="comma-separated seeds [0,1,2,3]")
+    parser.add_argument("--seeds", default="0,1,2,3,4,5,6,7", help="comma-separated seeds [0-7]")
     parser.add_argument("--folds", type=int, default=4, help="group folds [4]")
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks")
     parser.add_argument("--epochs", type=int, default=Classifier.epochs, help=f"[{Classifier.epochs}]")
