@@ -42,7 +42,7 @@ bench-diffres: $(STAMP)
 	$(PY) benchmarks/bench_diffres.py
 
 bench-extract: $(STAMP)
-	$(PY) benchmarks/bench_extract.py --models none,flux,default --dask
+	$(PY) benchmarks/bench_extract.py --models none,flux,default --formats npz,shards
 
 # The full accuracy study: every configuration on every task, two seeds, 25 epochs (about 80 minutes
 # of both cores from a cold cache); the claims are judged on it. Needs `make data` first.

@@ -13,16 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _timing import run_sampled  # noqa: E402
 
 SR = 16000
 
@@ -38,56 +38,12 @@ def write_recording(path: Path, *, hours: float) -> None:
             handle.write((level * (0.5 * tone + 0.2 * rng.standard_normal(t.shape))).astype(np.float32))
 
 
-def tree(pgid: int) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.getpgid(int(entry)) == pgid:
-                    pids.append(int(entry))
-            except OSError:
-                continue
-    return pids
-
-
-def memory(pid: int) -> tuple[int, int]:
-    """(RSS, PSS) in bytes, from /proc/PID/smaps_rollup."""
-    rss = pss = 0
-    try:
-        with open(f"/proc/{pid}/smaps_rollup") as handle:
-            for line in handle:
-                if line.startswith("Rss:"):
-                    rss = int(line.split()[1]) * 1024
-                elif line.startswith("Pss:"):
-                    pss = int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    return rss, pss
-
-
 def measure(command: list[str]) -> dict[str, float]:
-    started = time.perf_counter()
-    process = subprocess.Popen(command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    peak_rss = peak_pss = peak_one = 0
-    processes = 0
-    while process.poll() is None:
-        sizes = [memory(pid) for pid in tree(process.pid)]
-        peak_rss = max(peak_rss, sum(rss for rss, _ in sizes))
-        peak_pss = max(peak_pss, sum(pss for _, pss in sizes))
-        peak_one = max([peak_one, *(rss for rss, _ in sizes)])
-        processes = max(processes, len(sizes))
-        time.sleep(0.1)
-    wall = time.perf_counter() - started
-    error = process.stderr.read().decode() if process.stderr else ""
-    if process.returncode:
-        raise SystemExit(f"{' '.join(command)} failed ({process.returncode}):\n{error}")
-    return {
-        "wall_s": round(wall, 1),
-        "tree_rss_mb": round(peak_rss / 2**20),
-        "tree_pss_mb": round(peak_pss / 2**20),
-        "largest_process_rss_mb": round(peak_one / 2**20),
-        "processes": processes,
-    }
+    sampled = run_sampled(command)
+    if sampled["returncode"]:
+        raise SystemExit(f"{' '.join(command)} failed ({sampled['returncode']}):\n{sampled['stderr']}")
+    keep = ("tree_rss_mb", "tree_pss_mb", "largest_process_rss_mb", "processes")
+    return {"wall_s": round(sampled["wall_s"], 1)} | {key: sampled[key] for key in keep}
 
 
 def main() -> None:
