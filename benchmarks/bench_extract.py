@@ -141,6 +141,7 @@ def run_once(command: list[str], *, interval: float) -> dict:
     if sampled["returncode"] != 0:
         raise SystemExit(f"command failed ({sampled['returncode']}): {' '.join(command)}\n{sampled['stderr'][-2000:]}")
     del sampled["stderr"], sampled["returncode"]
+    sampled["load_1min_after"] = os.getloadavg()[0]  # the machine is shared: how busy it was
     return sampled
 
 
@@ -405,7 +406,9 @@ def main() -> None:
     parser.add_argument("--dask", action="store_true", help="also time a local Dask cluster (2 workers, npz)")
     parser.add_argument("--sample", type=int, default=400, help="clips in the per-file breakdown")
     parser.add_argument("--excerpt", type=float, default=300.0, help="seconds of a long file in its breakdown")
-    parser.add_argument("--interval", type=float, default=0.1, help="seconds between /proc samples")
+    parser.add_argument(
+        "--interval", type=float, default=0.25, help="seconds between /proc samples (the sampler costs CPU too)"
+    )
     parser.add_argument("--record", action="store_true", help="update RESULTS.md even with smaller sizes (labelled)")
     parser.add_argument("--skip-long", action="store_true", help="clips only")
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "extract.json")
@@ -434,6 +437,7 @@ def main() -> None:
         "jobs": args.jobs,
         "full_size": full,
         "load_average_before": load_before,
+        "sample_interval_s": args.interval,
         "rows": [],
     }
 
@@ -500,6 +504,7 @@ def main() -> None:
                     "tree_rss_mb": max(run["tree_rss_mb"] for run in side_runs),
                     "largest_process_rss_mb": max(run["largest_process_rss_mb"] for run in side_runs),
                     "kept_outputs": keep,
+                    "load_1min_after_runs": [run["load_1min_after"] for run in side_runs],
                 }
                 results["rows"].append(row)
             print_table([row for row in results["rows"] if row["corpus"] == corpus_name])
@@ -567,6 +572,7 @@ def markdown(results: dict) -> str:
     clips, hours, files = results["clips"], results["hours_per_long_file"], results["long_files"]
     label = "" if results["full_size"] else " (a smaller run of record: not the sizes issue 16 asks for)"
     load = results["load_average_before"]
+    during = [value for row in results["rows"] for value in row.get("load_1min_after_runs", [0.0])]
     lines = [
         f"## Corpus extraction: `adares extract` against the naive librosa loop{label}",
         "",
@@ -581,9 +587,11 @@ def markdown(results: dict) -> str:
         "deleted after each run. The naive loop is `librosa.load` + `librosa.feature.melspectrogram` + "
         "`np.save` per file in one process; adares uses all cores (`--hop 5ms --n-mels 128`). Peak memory is "
         "the largest sum of PSS over the command's process tree (shared pages counted once), sampled from "
-        "/proc every 0.1 s; CPU is user and system time of the command and the processes it waited for. "
+        f"/proc every {results.get('sample_interval_s', 0.1):g} s; CPU is user and system time of the command "
+        "and the processes it waited for. "
         f"Run {results['window_utc']} UTC; load average (1, 5, 15 min) {load[0]:.2f}, {load[1]:.2f}, "
-        f"{load[2]:.2f} before, {results['load_average_after'][0]:.2f} after.",
+        f"{load[2]:.2f} before, {results['load_average_after'][0]:.2f} after; the 1-minute load average after "
+        f"each timed run {min(during):.2f}-{max(during):.2f} (this benchmark's own processes included).",
         "",
         "| corpus | side | median s | runs s (min-max) | files/s | x real time | vs naive | user s | system s "
         "| peak PSS MB (tree) |",
