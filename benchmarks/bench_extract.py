@@ -192,6 +192,8 @@ def naive_command(source: Path, out: Path) -> list[str]:
 
 
 NAIVE = "naive loop (librosa, 1 process)"
+STAGES = ("decode", "front end", "estimator", "merge, log, assemble", "log, assemble", "write", "total")
+"""The breakdown's stages, in the order a file goes through them."""
 
 
 def side_name(model: str, fmt: str, device: str = "cpu") -> str:
@@ -411,6 +413,9 @@ def main() -> None:
     )
     parser.add_argument("--record", action="store_true", help="update RESULTS.md even with smaller sizes (labelled)")
     parser.add_argument("--skip-long", action="store_true", help="clips only")
+    parser.add_argument(
+        "--only-breakdown", action="store_true", help="redo the CPU breakdown of the results in --json, keep its runs"
+    )
     parser.add_argument("--json", type=Path, default=ROOT / "benchmarks" / "results" / "extract.json")
     args = parser.parse_args()
     quick = {"clips": 1000, "hours": 0.2, "long_files": 2} if args.quick else RECORD
@@ -426,7 +431,8 @@ def main() -> None:
 
     load_before = os.getloadavg()
     started = time.strftime("%H:%M", time.gmtime())
-    results: dict = {
+    previous = json.loads(args.json.read_text()) if args.only_breakdown else None
+    results: dict = previous or {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
         "commit": commit(),
         "clips": clips,
@@ -464,7 +470,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="adares-bench-") as tmp:
         work = Path(tmp)
-        for index, (corpus_name, corpus, count, audio_seconds) in enumerate(corpora):
+        for index, (corpus_name, corpus, count, audio_seconds) in enumerate([] if args.only_breakdown else corpora):
             read_all(corpus)
             outputs = work / f"outputs{index}"
             outputs.mkdir()
@@ -516,18 +522,24 @@ def main() -> None:
             for fmt in formats:
                 name = f"{model}, {fmt}"
                 folder = work / f"breakdown-{model}-{fmt}"
-                folder.mkdir()
+                (folder / "warm").mkdir(parents=True)
+                # untimed first: the first calls build caches and fault their buffers in
+                breakdown_clips(model, fmt, sample[:16], workdir=folder / "warm")
                 results["breakdown"]["clips"][name] = breakdown_clips(model, fmt, sample, workdir=folder)
                 if not args.skip_long:
                     first_long = sorted((corpora[1][1]).glob("*.flac"))[0]
+                    breakdown_long(model, fmt, first_long, seconds=30.0, workdir=folder / "warm")
                     results["breakdown"]["long"][name] = breakdown_long(
                         model, fmt, first_long, seconds=min(args.excerpt, hours * 3600), workdir=folder
                     )
                 shutil.rmtree(folder, ignore_errors=True)
                 print(f"  {name}: {results['breakdown']['clips'][name]['total']}", flush=True)
 
-    results["load_average_after"] = os.getloadavg()
-    results["window_utc"] = f"{started}-{time.strftime('%H:%M', time.gmtime())}"
+    if previous is None:
+        results["load_average_after"] = os.getloadavg()
+        results["window_utc"] = f"{started}-{time.strftime('%H:%M', time.gmtime())}"
+    else:
+        results["breakdown_window_utc"] = f"{started}-{time.strftime('%H:%M', time.gmtime())}"
     results["targets"] = targets(results)
     for line in results["targets"]:
         print(line["text"])
@@ -621,7 +633,7 @@ def markdown(results: dict) -> str:
         table = breakdown.get(part)
         if not table:
             continue
-        stages = list(dict.fromkeys(stage for row in table.values() for stage in row))
+        stages = [stage for stage in STAGES if any(stage in row for row in table.values())]
         lines += [
             "",
             f"CPU breakdown, {unit} (user + system, system in brackets), one process with one torch thread as a "
