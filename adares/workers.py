@@ -34,7 +34,7 @@ _OWNER_POLL_SECONDS = 1.0
 
 _PRELOAD = ["adares.worker_server"]
 """Imported once by the fork server: the pipeline and torch, so every worker starts with them
-loaded, and a quick end of the server (see that module)."""
+loaded."""
 
 _MMAP_THRESHOLD_BYTES = 16 << 20
 """Blocks at least this large are mapped from the kernel; smaller ones are reused from the heap."""
