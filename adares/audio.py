@@ -340,13 +340,14 @@ def _blocks(
                 path, f"cannot seek to {first / file_sr:.3f} s ({_libsndfile_reason(error)})"
             ) from None
     declared = stop - first  # what this pass reads
+    bounded = segment != (0.0, None)  # a segment ends before the file may: read no further
 
     target_sr = file_sr if sr is None else sr
     keep_channels = channel is None and not mono
     resampler = _make_resampler(file_sr, target_sr, channels if keep_channels else 1)
     frames_read = given = 0
     while True:
-        request = min(block_frames, declared - frames_read) if segment != (0.0, None) else block_frames
+        request = min(block_frames, declared - frames_read) if bounded else block_frames
         try:
             block = handle.read(request, dtype="float32", always_2d=True)
         except (sf.LibsndfileError, RuntimeError) as error:
@@ -355,7 +356,7 @@ def _blocks(
                 f"truncated or corrupt: header says {declared / file_sr:.3g} s, decoding failed after "
                 f"{frames_read / file_sr:.3g} s ({_libsndfile_reason(error)})",
             ) from None
-        last = len(block) < request or (segment != (0.0, None) and frames_read + len(block) >= declared)
+        last = len(block) < request or (bounded and frames_read + len(block) >= declared)
         if len(block):
             _check_samples(block, path=path, offset_frames=first + frames_read, sr=file_sr)
             frames_read += len(block)

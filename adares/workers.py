@@ -20,6 +20,7 @@ from collections.abc import Iterator
 
 __all__ = [
     "end_with",
+    "process_alive",
     "fork_server",
     "keep_freed_memory",
     "limit_threads",
@@ -179,7 +180,7 @@ def _exit_after(owner: int) -> None:
     try:
         handle = os.pidfd_open(owner)
     except (AttributeError, OSError):  # no pidfd here, or the owner is gone already
-        while _alive(owner):
+        while process_alive(owner):
             time.sleep(_OWNER_POLL_SECONDS)
     else:
         select.select([handle], [], [])  # readable once the owner has ended
@@ -187,7 +188,8 @@ def _exit_after(owner: int) -> None:
     os._exit(1)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists on this host (also when another user owns it)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

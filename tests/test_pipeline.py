@@ -24,7 +24,7 @@ from adares.frontend import MelFrontend
 from adares.pipeline import ConfigMismatchError, ExtractConfig, discover, extract
 from adares.store import read_jsonl
 
-from .conftest import SR, make_corpus, python_output, synth
+from .conftest import SR, child_pids, make_corpus, python_output, synth
 
 SMALL = {"n_mels": 40}
 
@@ -322,20 +322,6 @@ def test_sigkill_leaves_no_partial_output_and_rerun_completes(tmp_path):
     assert statuses == ["ok"] * 120  # the files done before the kill are not recorded again
 
 
-def _children(pid: int) -> list[int]:
-    children = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as handle:
-                    fields = handle.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                children.append(int(entry))
-    return children
-
-
 @pytest.mark.slow
 def test_killed_worker_is_replaced_and_every_good_file_finishes(tmp_path):
     root = tmp_path / "in"
@@ -346,9 +332,9 @@ def test_killed_worker_is_replaced_and_every_good_file_finishes(tmp_path):
     def kill_a_worker(record: dict) -> None:
         if killed:
             return
-        for child in _children(os.getpid()):
+        for child in child_pids(os.getpid()):
             # the pool's workers are children of the forkserver, so grandchildren of this process
-            for worker in _children(child):
+            for worker in child_pids(child):
                 os.kill(worker, signal.SIGKILL)
                 killed.append(worker)
                 return

@@ -13,7 +13,7 @@ import soundfile as sf
 
 from adares.store import read_jsonl
 
-from .conftest import SR, python_output, synth
+from .conftest import SR, child_pids, python_output, synth
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc settings")
@@ -177,18 +177,9 @@ def test_a_killed_run_leaves_no_worker_or_fork_server_behind(tmp_path):
 
 
 def _descendants(pid: int) -> list[int]:
-    parents = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as handle:
-                    parents[int(entry)] = int(handle.read().rsplit(")", 1)[1].split()[1])
-            except OSError:
-                continue
     found, todo = [], [pid]
     while todo:
-        parent = todo.pop()
-        children = [child for child, of in parents.items() if of == parent]
+        children = child_pids(todo.pop())
         found += children
         todo += children
     return found

@@ -21,6 +21,7 @@ from typing import Any
 
 from adares.atomic import output_errors
 from adares.errors import OutputLockedError
+from adares.workers import process_alive
 
 __all__ = ["LOCK_NAME", "OutputLock"]
 
@@ -135,13 +136,7 @@ def _alive(holder: dict[str, Any]) -> bool:
         return False
     if holder.get("host") != socket.gethostname():
         return True  # cannot be checked from here
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return process_alive(pid)
 
 
 def _refusal(folder: Path, holder: dict[str, Any]) -> str:

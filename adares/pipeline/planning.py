@@ -280,15 +280,20 @@ def resolve_configuration(
     return Resolved(config.config_hash(extractor), request, extractor)
 
 
+def _size_and_time(path: str) -> tuple[int, int]:
+    """A source's size and modification time, what resume compares; (-1, -1) when it cannot be read."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return -1, -1
+    return stat.st_size, stat.st_mtime_ns
+
+
 def _make_task(root: str, out: str, source: PurePosixPath, output: PurePosixPath) -> Task:
     # strings, not paths: this runs once per input of a corpus of any size
     source_rel, output_rel = source.as_posix(), output.as_posix()
     path = os.path.join(root, source_rel)
-    try:
-        stat = os.stat(path)
-        size, mtime_ns = stat.st_size, stat.st_mtime_ns
-    except OSError:
-        size, mtime_ns = -1, -1
+    size, mtime_ns = _size_and_time(path)
     return Task(
         source=path,
         output=os.path.join(out, output_rel),
@@ -301,11 +306,7 @@ def _make_task(root: str, out: str, source: PurePosixPath, output: PurePosixPath
 
 def _described_task(item: InputItem, out: str, output: PurePosixPath) -> Task:
     path = str(item.path)
-    try:
-        stat = os.stat(path)
-        size, mtime_ns = stat.st_size, stat.st_mtime_ns
-    except OSError:
-        size, mtime_ns = -1, -1
+    size, mtime_ns = _size_and_time(path)
     output_rel = output.as_posix()
     return Task(
         source=path,
