@@ -15,16 +15,21 @@ standard error is taken over all (seed, fold) runs, and over tasks for the avera
 Baselines, computed once and cached: ``none`` (fine 5 ms), ``uniform`` (uniform pooling of the
 fine features with adares' own merge: ``adares.diffres.uniform_scores`` and
 ``adares.functional.merge.merge_average``, the extractor's merge with equal scores) and ``flux``
-at the same reduction. A configuration is a model name (``default``, ``flux``) or a bundle path.
+at the same reduction. A configuration is a model name (``default``, ``flux``) or a bundle path,
+or ``joint``: ``adares train --compressor diffres``'s DiffRes (the paper's setting), trained in
+every run with the classifier on the fine features, the classifier reading its averaged plane
+(``joint-diffres-R``; at 0.75 unless ``--reductions`` says otherwise, reported as ``screen-joint``).
 
     python benchmarks/screen.py                            # default at 0.5 and 0.75, seeds 0-7, 4 folds
     python benchmarks/screen.py --configs runs/x/compressor --name x   # a candidate bundle
     python benchmarks/screen.py --seeds 8,9,10,11 --name seeds8-11     # another seed set
+    python benchmarks/screen.py --configs joint                        # DiffRes trained jointly, at 0.75
 
 Everything is cached under ``benchmarks/cache/screen`` (git-ignored) and keyed by what determines
 it: extracted features by the extractor's configuration hash (front end, model weights' sha256,
 reduction), stacked feature tensors by that and the dataset's files, each run's result by the
-features, the classifier settings, the folds, the seed and the fold. Rerunning, or adding a
+features, the classifier settings, the folds, the seed and the fold (a joint run also by its
+compressor's settings and a fingerprint of what adares' DiffRes computes). Rerunning, or adding a
 configuration or seeds, computes only what is new; a killed run resumes.
 
 Results: ``benchmarks/results/screen[-NAME].json`` and the section ``screen[-NAME]`` of
@@ -364,6 +369,140 @@ def _save(obj: Any, path: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# the joint mode: `adares train --compressor diffres`'s compressor trained with the screen's classifier
+
+JOINT = "joint"
+# The settings of a joint run's TrainConfig that the screen uses (the rest are `adares train`'s
+# own loop: epochs, SpecAugment, its classifier), and so what a joint run's cache key holds.
+_JOINT_FIELDS = ("compressor", "reduction", "n_mels", "estimator", "guide_weight", "compressor_lr")
+
+
+def joint_config(reduction: float, *, n_mels: int) -> dict[str, Any]:
+    """The compressor of a joint run: ``adares train --compressor diffres --reduction R``'s DiffRes.
+
+    The default estimator (``DEFAULT_ESTIMATOR_CHANNELS``) with its input standardised, the guide
+    loss at ``adares train``'s weight and the estimator at the classifier's learning rate
+    (``compressor_lr`` None), as the shipped default was trained.
+
+    Returns
+    -------
+    dict
+        The :class:`adares.train.TrainConfig` settings in ``_JOINT_FIELDS`` (JSON, for the job and its key).
+    """
+    from adares.train import DEFAULT_ESTIMATOR_CHANNELS, TrainConfig
+
+    config = TrainConfig(
+        compressor="diffres",
+        reduction=reduction,
+        n_mels=n_mels,
+        estimator={"channels": list(DEFAULT_ESTIMATOR_CHANNELS), "standardize": True},
+    )
+    return {name: value for name, value in config.to_dict().items() if name in _JOINT_FIELDS}
+
+
+def _joint_train_config(settings: Mapping[str, Any]) -> Any:
+    from adares.train import TrainConfig
+
+    return TrainConfig(**settings)
+
+
+def joint_compressor(config: Any, *, seed: int) -> Any:
+    """A fresh compressor of ``config`` (``adares.train.build_compressor``), initialised from ``seed``.
+
+    Drawn from its own generator state, so the global stream the classifier's dropout draws from
+    continues as in a run without a compressor.
+    """
+    import torch
+
+    from adares.train import build_compressor
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(_digest(["compressor", seed])[:8], 16))
+        return build_compressor(config)
+
+
+def compressor_fingerprint(settings: Mapping[str, Any]) -> str:
+    """What the library makes of ``settings``: 16 hex digits of a fresh compressor's behaviour.
+
+    A joint run's result depends on adares' DiffRes code, not only on its settings. Hashed: the
+    initial weights, and the output, guide loss and gradients on a fixed input, in summary sums
+    to 6 significant digits, so edits that change no number (comments, refactors) keep the cache.
+    """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            module = joint_compressor(_joint_train_config(settings), seed=0)
+            n_mels = int(settings["n_mels"])
+            log_mel = torch.randn(3, 96, n_mels) * 3.0 - 8.0
+            log_mel[1, 60:] = log_mel[1].min()  # blank frames, for the guide loss
+            lengths = torch.tensor([96, 80, 41])
+            module.train()
+            out = module(log_mel, lengths)
+            (out.avg.square().mean() + out.guide_loss).backward()
+            tensors = [*module.state_dict().values(), out.feature, out.scores, out.guide_loss]
+            tensors += [p.grad for p in module.parameters() if p.grad is not None]
+            sums = [
+                (f"{float(t.detach().double().sum()):.6g}", f"{float(t.detach().double().abs().sum()):.6g}")
+                for t in tensors
+                if t.is_floating_point()
+            ]
+    finally:
+        torch.set_num_threads(threads)
+    return _digest([list(out.lengths.tolist()), sums])[:16]
+
+
+def run_jobs(
+    *,
+    task: str,
+    name: str,
+    features: tuple[Path, str],
+    labels: Sequence[int],
+    n_classes: int,
+    fold_of: Mapping[int, Sequence[int]],
+    folds: int,
+    classifier: Classifier,
+    joint: Mapping[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """The (seed, fold) runs of one configuration of a task, each with its cache file.
+
+    Every configuration gets the same (seed, fold) pairs (the seeds of ``fold_of``), so its runs
+    pair with the baselines'. ``features`` is the stacked features' file and key; a joint
+    configuration (``joint``: :func:`joint_config`) reads the fine ones, and its runs are keyed by
+    them, its settings and :func:`compressor_fingerprint` as well.
+    """
+    path, key = features
+    run_key = key
+    if joint is not None:
+        run_key = "joint-" + _digest([key, dict(joint), compressor_fingerprint(joint)])[:16]
+    jobs = []
+    for seed, fold_list in fold_of.items():
+        folds_key = _digest([folds, seed])[:8]
+        for fold in range(folds):
+            out = CACHE / "runs" / task / run_key / classifier.key() / f"folds{folds_key}-s{seed}-f{fold}.json"
+            jobs.append(
+                {
+                    "task": task,
+                    "name": name,
+                    "features": str(path),
+                    "features_key": run_key,
+                    "labels": list(labels),
+                    "n_classes": n_classes,
+                    "folds": list(fold_list),
+                    "seed": seed,
+                    "fold": fold,
+                    "classifier": dataclasses.asdict(classifier),
+                    "out": str(out),
+                    **({"joint": dict(joint)} if joint is not None else {}),
+                }
+            )
+    return jobs
+
+
+# --------------------------------------------------------------------------------------------
 # one run: train the fixed classifier on k-1 folds, test on one
 
 
@@ -382,13 +521,36 @@ def _load(path: str) -> Any:
 
 def run_one(job: dict[str, Any]) -> dict[str, Any]:
     """Train and test one (task, features, seed, fold); the result is cached in ``job["out"]``."""
+    out = Path(job["out"])
+    if out.is_file():
+        return json.loads(out.read_text())
+    result, _, _ = train_and_test(job)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out.with_suffix(f".{os.getpid()}.tmp")
+    temporary.write_text(json.dumps(result) + "\n")
+    temporary.replace(out)
+    return result
+
+
+def train_and_test(job: dict[str, Any]) -> tuple[dict[str, Any], Any, Any]:
+    """Train the classifier of ``job`` on k-1 folds and test it on one; nothing is cached.
+
+    A joint job (``job["joint"]``: the settings of :func:`joint_config`) also trains a fresh DiffRes
+    on the fine features with the classifier, which reads its averaged plane; its guide loss is
+    added to the task loss.
+
+    Returns
+    -------
+    result : dict
+        What :func:`run_one` caches.
+    classifier : ConvClassifier
+    compressor : DiffRes or None
+        Trained (joint jobs), in eval mode.
+    """
     import torch
 
     from adares.models import ConvClassifier
 
-    out = Path(job["out"])
-    if out.is_file():
-        return json.loads(out.read_text())
     torch.set_num_threads(1)
     began = time.perf_counter()
     spec = Classifier(**job["classifier"])
@@ -398,7 +560,9 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     folds = torch.tensor(job["folds"])
     train_idx = torch.nonzero(folds != job["fold"]).flatten()
     test_idx = torch.nonzero(folds == job["fold"]).flatten()
-    # Standardised per mel bin with the training clips' statistics (valid frames only).
+    # Standardised per mel bin with the training clips' statistics (valid frames only). A joint
+    # run's classifier reads the compressor's output with the statistics of its fine input: a
+    # fixed map, where statistics of the output would move as the compressor learns.
     sample = mel[train_idx].float()
     valid = (torch.arange(mel.shape[1])[None, :] < lengths[train_idx][:, None]).float()[..., None]
     count = valid.sum()
@@ -406,8 +570,9 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
     std = (((sample - mean) ** 2 * valid).sum((0, 1)) / count).sqrt().clamp_min(1e-3)
     del sample, valid
 
-    generator = torch.Generator().manual_seed(_seed(job["task"], job["seed"], job["fold"]))
-    torch.manual_seed(_seed(job["task"], job["seed"], job["fold"]))
+    run_seed = _seed(job["task"], job["seed"], job["fold"])
+    generator = torch.Generator().manual_seed(run_seed)
+    torch.manual_seed(run_seed)
     model = ConvClassifier(
         n_mels=mel.shape[-1],
         n_classes=job["n_classes"],
@@ -416,35 +581,66 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         pool_every=spec.pool_every,
         dropout=spec.dropout,
     )
-    optimizer = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, weight_decay=spec.weight_decay)
+    groups = [{"params": list(model.parameters()), "lr": spec.learning_rate}]
+    compressor = guide_weight = None
+    if job.get("joint"):
+        config = _joint_train_config(job["joint"])
+        compressor = joint_compressor(config, seed=run_seed)
+        guide_weight = config.guide_weight
+        peak = spec.learning_rate if config.compressor_lr is None else config.compressor_lr
+        groups.append({"params": [p for p in compressor.parameters() if p.requires_grad], "lr": peak})
+    optimizer = torch.optim.AdamW(groups, lr=spec.learning_rate, weight_decay=spec.weight_decay)
     steps = spec.epochs * math.ceil(len(train_idx) / spec.batch_size)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=spec.learning_rate, total_steps=steps)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=[group["lr"] for group in groups], total_steps=steps
+    )
 
     def batch(index: Any) -> tuple[Any, Any]:
         frames = int(lengths[index].max())
-        x = (mel[index, :frames].float() - mean) / std
-        return x, lengths[index]
+        return mel[index, :frames].float(), lengths[index]
+
+    def forward(x: Any, length: Any) -> tuple[Any, Any]:
+        """Logits, and the compressor's output (None without one)."""
+        if compressor is None:
+            return model((x - mean) / std, length), None
+        out = compressor(x, length)
+        return model((out.avg - mean) / std, out.lengths), out
 
     model.train()
+    if compressor is not None:
+        compressor.train()
+    guides: list[float] = []
+    activeness: list[float] = []
     for _epoch in range(spec.epochs):
         order = train_idx[torch.randperm(len(train_idx), generator=generator)]
+        activeness.clear()  # the last epoch's
         for start in range(0, len(order), spec.batch_size):
             index = order[start : start + spec.batch_size]
             if len(index) < 2:
                 continue  # batch norm needs two items
             x, length = batch(index)
-            loss = torch.nn.functional.cross_entropy(model(x, length), labels[index])
+            logits, out = forward(x, length)
+            loss = torch.nn.functional.cross_entropy(logits, labels[index])
+            if out is not None:
+                # As `adares train` adds it (train_step): weighted, after the task loss.
+                loss = loss + guide_weight * out.guide_loss
+                guides.append(float(out.guide_loss.detach()))
+                activeness.append(float(out.activeness))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             schedule.step()
     model.eval()
-    correct = 0
+    if compressor is not None:
+        compressor.eval()
+    correct = output_frames = 0
     with torch.no_grad():
         for start in range(0, len(test_idx), 256):
             index = test_idx[start : start + 256]
             x, length = batch(index)
-            correct += int((model(x, length).argmax(1) == labels[index]).sum())
+            logits, out = forward(x, length)
+            correct += int((logits.argmax(1) == labels[index]).sum())
+            output_frames += int(length.sum() if out is None else out.lengths.sum())
     result = {
         "task": job["task"],
         "features": job["features_key"],
@@ -454,11 +650,14 @@ def run_one(job: dict[str, Any]) -> dict[str, Any]:
         "test_clips": len(test_idx),
         "seconds": time.perf_counter() - began,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_suffix(f".{os.getpid()}.tmp")
-    temporary.write_text(json.dumps(result) + "\n")
-    temporary.replace(out)
-    return result
+    if compressor is not None:
+        result["joint"] = {
+            "guide_loss": sum(guides) / max(1, len(guides)),
+            "guide_active": sum(g > 0 for g in guides) / max(1, len(guides)),
+            "activeness_last_epoch": sum(activeness) / max(1, len(activeness)),
+            "mean_output_frames": output_frames / len(test_idx),
+        }
+    return result, model, compressor
 
 
 def _seed(task: str, seed: int, fold: int) -> int:
@@ -472,6 +671,8 @@ def _seed(task: str, seed: int, fold: int) -> int:
 def _name(model: str, reduction: float | None) -> str:
     if model == "none":
         return "none"
+    if model == JOINT:
+        return f"joint-diffres-{reduction:g}"
     return f"{Path(model).name if os.sep in model else model}-{reduction:g}"
 
 
@@ -535,6 +736,8 @@ def markdown(summary: Mapping[str, Any], meta: Mapping[str, Any], *, title: str)
             f" Seed-set agreement: the task-averaged difference on seeds {meta['seed_sets'][0]} against "
             f"{meta['seed_sets'][1]}; they agree if their gap is within two standard errors of the gap."
         )
+    if meta.get("joint"):
+        lines += [_joint_text(meta["joint"]), ""]
     noise = noise_figures(summary)
     lines += [
         f"Noise: the largest standard error of a task-averaged paired difference is {noise['mean_sem_max']:.2f} pt "
@@ -572,6 +775,34 @@ def markdown(summary: Mapping[str, Any], meta: Mapping[str, Any], *, title: str)
     return "\n".join(lines) + "\n"
 
 
+def joint_meta(runs: Sequence[Mapping[str, Any]], settings: Mapping[str, Any], tasks: Sequence[str]) -> dict[str, Any]:
+    """The joint runs' settings and, per task, their compressor's diagnostics averaged over runs."""
+    per_task = {}
+    for task in tasks:
+        own = [r["joint"] for r in runs if r["task"] == task and "joint" in r]
+        if own:
+            per_task[task] = {key: sum(r[key] for r in own) / len(own) for key in own[0]}
+    return {"settings": {k: v for k, v in settings.items() if k != "reduction"}, "per_task": per_task}
+
+
+def _joint_text(joint: Mapping[str, Any]) -> str:
+    settings = joint["settings"]
+    lr = "the classifier's" if settings["compressor_lr"] is None else f"{settings['compressor_lr']:g}"
+    active = ", ".join(f"{task} {100 * d['guide_active']:.0f}%" for task, d in joint["per_task"].items())
+    return (
+        "Joint mode (`joint-diffres-R`, `--configs joint`): no extracted features; in every run a fresh DiffRes "
+        f"as `adares train --compressor diffres` builds it (estimator channels {settings['estimator']['channels']}, "
+        f"input standardised: {settings['estimator'].get('standardize', False)}) is trained with the classifier "
+        "on the fine 5 ms log-mels of the training folds (the `none` features), the classifier reading its "
+        "averaged plane (standardised with the fine features' per-bin statistics); guide loss added at weight "
+        f"{settings['guide_weight']:g}, the estimator in its own parameter group at {lr} learning rate and "
+        "schedule. The test fold goes through the trained compressor in eval mode. Initialisation and batch order "
+        "are the baselines', so its runs pair with theirs. Without augmentation, as every configuration here "
+        "(`adares train` fills SpecAugment masks with blank frames), the guide loss has only digitally silent "
+        f"frames to act on: it was nonzero in {active or '-'} of training steps."
+    )
+
+
 def _pm(stats: Mapping[str, float], *, sign: bool = False) -> str:
     return f"{stats['mean']:+.2f} ± {stats['sem']:.2f}" if sign else f"{stats['mean']:.2f} ± {stats['sem']:.2f}"
 
@@ -581,25 +812,40 @@ def _pm(stats: Mapping[str, float], *, sign: bool = False) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--configs", default="default", help="comma-separated models or bundle paths [default]")
-    parser.add_argument("--reductions", default="0.5,0.75", help="comma-separated reductions [0.5,0.75]")
+    parser.add_argument(
+        "--configs",
+        default="default",
+        help="comma-separated models or bundle paths, or `joint` (DiffRes trained with the classifier) [default]",
+    )
+    parser.add_argument(
+        "--reductions", default=None, help="comma-separated reductions [0.5,0.75; 0.75 with --configs joint]"
+    )
     parser.add_argument("--seeds", default="0,1,2,3,4,5,6,7", help="comma-separated seeds [0-7]")
     parser.add_argument("--folds", type=int, default=4, help="group folds [4]")
     parser.add_argument("--tasks", default=",".join(TASKS), help="comma-separated tasks")
     parser.add_argument("--epochs", type=int, default=Classifier.epochs, help=f"[{Classifier.epochs}]")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes, one torch thread each [2]")
-    parser.add_argument("--name", default="", help="suffix of the JSON and RESULTS.md section [none]")
+    parser.add_argument(
+        "--name", default=None, help="suffix of the JSON and RESULTS.md section [none; joint with --configs joint]"
+    )
     parser.add_argument("--no-markdown", action="store_true", help="do not touch benchmarks/RESULTS.md")
     parser.add_argument(
         "--cached-only", action="store_true", help="train nothing; report the seeds whose runs are all cached"
     )
     args = parser.parse_args(argv)
-    if "joint" in args.configs.split(","):
-        parser.error("the joint mode (adares train --compressor diffres) is not implemented yet")
     began = time.perf_counter()
     tasks = [t for t in args.tasks.split(",") if t]
     candidates = [c for c in args.configs.split(",") if c]
+    # The joint mode's question is 0.75 (issue 15), and its runs cost several times an extracted
+    # configuration's, so it asks for other reductions explicitly; it writes its own section.
+    if args.reductions is None:
+        args.reductions = "0.75" if JOINT in candidates else "0.5,0.75"
+    if args.name is None:
+        args.name = JOINT if JOINT in candidates else ""
     reductions = [float(r) for r in args.reductions.split(",") if r]
+    from adares.frontend import MelFrontend
+
+    n_mels = MelFrontend(**FRONTEND).n_mels
     seeds = [int(s) for s in args.seeds.split(",") if s]
     classifier = dataclasses.replace(Classifier(), epochs=args.epochs)
 
@@ -618,32 +864,31 @@ def main(argv: list[str] | None = None) -> int:
         for reduction in reductions:
             for model in dict.fromkeys(["uniform", "flux", *candidates]):
                 sets.append((_name(model, reduction), model, reduction))
+        fine: tuple[Path, str] | None = None
         for name, model, reduction in sets:
             t0 = time.perf_counter()
-            path, key = feature_set(task, model, reduction, rows, jobs=args.jobs)
-            feature_seconds[name] = feature_seconds.get(name, 0.0) + time.perf_counter() - t0
-            print(f"{task:9s} {name:24s} features ready ({time.perf_counter() - t0:.0f} s)", flush=True)
+            joint = None
+            if model == JOINT:
+                # Trained in each run on the fine features (the first set, always there).
+                joint = joint_config(reduction, n_mels=n_mels)
+                features = fine
+            else:
+                features = feature_set(task, model, reduction, rows, jobs=args.jobs)
+                fine = fine or features
+                feature_seconds[name] = feature_seconds.get(name, 0.0) + time.perf_counter() - t0
+                print(f"{task:9s} {name:24s} features ready ({time.perf_counter() - t0:.0f} s)", flush=True)
             names[task].append(name)
-            for seed in seeds:
-                folds = fold_of[seed]
-                folds_key = _digest([args.folds, seed])[:8]
-                for fold in range(args.folds):
-                    out = CACHE / "runs" / task / key / classifier.key() / f"folds{folds_key}-s{seed}-f{fold}.json"
-                    jobs.append(
-                        {
-                            "task": task,
-                            "name": name,
-                            "features": str(path),
-                            "features_key": key,
-                            "labels": labels,
-                            "n_classes": len(label_names),
-                            "folds": folds,
-                            "seed": seed,
-                            "fold": fold,
-                            "classifier": dataclasses.asdict(classifier),
-                            "out": str(out),
-                        }
-                    )
+            jobs += run_jobs(
+                task=task,
+                name=name,
+                features=features,
+                labels=labels,
+                n_classes=len(label_names),
+                fold_of=fold_of,
+                folds=args.folds,
+                classifier=classifier,
+                joint=joint,
+            )
     cached = [j for j in jobs if Path(j["out"]).is_file()]
     todo = [j for j in jobs if not Path(j["out"]).is_file()]
     print(f"{len(jobs)} runs: {len(cached)} cached, {len(todo)} to train", flush=True)
@@ -710,6 +955,8 @@ def main(argv: list[str] | None = None) -> int:
         "feature_seconds": feature_seconds,
         "json": json_path.name,
     }
+    if JOINT in candidates:
+        meta["joint"] = joint_meta(all_runs, joint_config(reductions[0], n_mels=n_mels), tasks)
     json_path.parent.mkdir(parents=True, exist_ok=True)
     json_path.write_text(json.dumps({"meta": meta, "summary": summary, "runs": all_runs}, indent=1) + "\n")
     print(f"wrote {json_path}")

@@ -1,4 +1,4 @@
-"""The screen's statistics and fold dealing (pure functions: no data, no torch)."""
+"""The screen: its statistics and fold dealing (pure functions), and its joint mode on a tiny synthetic task."""
 
 from __future__ import annotations
 
@@ -144,3 +144,118 @@ def test_uniform_pool_is_the_extractors_merge_with_equal_scores() -> None:
     power = mel.float().exp() - 1e-6
     expected = ((power[:, 0::2] + power[:, 1::2]) / 2 + 1e-6).log()
     assert torch.allclose(half.float(), expected, atol=2e-2)
+
+
+# --------------------------------------------------------------------------------------------
+# the joint mode: a tiny dataset, a tiny classifier, a few steps
+
+
+def _joint_setup(tmp_path: Path, torch) -> tuple[list[dict], list[dict], dict]:
+    """Jobs of a joint configuration and of `none` on 24 synthetic clips (two classes, 16 mel bins)."""
+    generator = torch.Generator().manual_seed(0)
+    clips, frames, bins = 24, 40, 16
+    labels = [i % 2 for i in range(clips)]
+    mel = torch.rand(clips, frames, bins, generator=generator) * 4 - 10
+    for i, label in enumerate(labels):
+        mel[i, 10 + 10 * label : 20 + 10 * label] += 5  # the class is where the loud part is
+    mel[::3, 30:] = float(mel.min())  # digital silence: blank frames for the guide loss
+    lengths = torch.full((clips,), frames)
+    lengths[1::4] = 33
+    path = tmp_path / "none.pt"
+    torch.save({"mel": mel.to(torch.float16), "lengths": lengths}, path)
+    folds = {seed: [i % 2 for i in range(clips)] for seed in (0, 1)}
+    classifier = screen.Classifier(widths=(8, 8), epochs=2, batch_size=8)
+    common = {
+        "task": "toy",
+        "features": (path, "finekey"),
+        "labels": labels,
+        "n_classes": 2,
+        "fold_of": folds,
+        "folds": 2,
+        "classifier": classifier,
+    }
+    joint = screen.joint_config(0.75, n_mels=bins)
+    return (
+        screen.run_jobs(name="joint-diffres-0.75", joint=joint, **common),
+        screen.run_jobs(name="none", **common),
+        joint,
+    )
+
+
+def test_joint_config_is_adares_trains_diffres_with_standardised_input() -> None:
+    pytest.importorskip("torch")
+    from adares.train import DEFAULT_ESTIMATOR_CHANNELS
+
+    joint = screen.joint_config(0.75, n_mels=128)
+    assert joint["compressor"] == "diffres" and joint["reduction"] == 0.75
+    assert joint["estimator"] == {"channels": list(DEFAULT_ESTIMATOR_CHANNELS), "standardize": True}
+    assert joint["guide_weight"] == 1.0 and joint["compressor_lr"] is None
+
+
+def test_joint_runs_pair_with_the_baselines_and_have_their_own_cache(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    joint_jobs, none_jobs, joint = _joint_setup(tmp_path, torch)
+    assert [(j["seed"], j["fold"]) for j in joint_jobs] == [(j["seed"], j["fold"]) for j in none_jobs]
+    assert all(j["features"] == n["features"] for j, n in zip(joint_jobs, none_jobs, strict=True))
+    assert {j["out"] for j in joint_jobs}.isdisjoint(n["out"] for n in none_jobs)
+    assert all("joint" not in n for n in none_jobs)
+    # Keyed by the settings too: another reduction is another cache entry.
+    other = screen.run_jobs(
+        task="toy",
+        name="joint-diffres-0.5",
+        features=(Path(none_jobs[0]["features"]), "finekey"),
+        labels=joint_jobs[0]["labels"],
+        n_classes=2,
+        fold_of={0: joint_jobs[0]["folds"]},
+        folds=2,
+        classifier=screen.Classifier(**joint_jobs[0]["classifier"]),
+        joint={**joint, "reduction": 0.5},
+    )
+    assert other[0]["out"] != joint_jobs[0]["out"]
+    assert screen.compressor_fingerprint(joint) == screen.compressor_fingerprint(dict(joint))
+
+
+def test_a_joint_run_trains_the_estimator_and_is_deterministic(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    threads = torch.get_num_threads()
+    try:
+        job = _joint_setup(tmp_path, torch)[0][0]
+        result, classifier, compressor = screen.train_and_test(job)
+        again, classifier_again, compressor_again = screen.train_and_test(job)
+    finally:
+        torch.set_num_threads(threads)
+    initial = screen.joint_compressor(screen._joint_train_config(job["joint"]), seed=screen._seed("toy", 0, 0))
+    first_conv = "estimator.blocks.0.conv1.weight"
+    assert not torch.equal(compressor.state_dict()[first_conv], initial.state_dict()[first_conv])
+    for trained, repeated in ((compressor, compressor_again), (classifier, classifier_again)):
+        for (name, a), (_, b) in zip(trained.state_dict().items(), repeated.state_dict().items(), strict=True):
+            assert torch.equal(a, b), name
+    assert result["accuracy"] == again["accuracy"]
+    assert result["joint"]["mean_output_frames"] == pytest.approx(10.0, abs=1.0)  # a quarter of 40 or 33
+    assert result["joint"]["guide_active"] > 0.0  # the toy clips have blank frames
+
+
+def test_a_joint_run_initialises_the_classifier_as_the_baseline_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    torch = pytest.importorskip("torch")
+    from adares import models
+
+    joint_jobs, none_jobs, _ = _joint_setup(tmp_path, torch)
+    built = []
+    real = models.ConvClassifier
+
+    def recorded(**kwargs):
+        module = real(**kwargs)
+        built.append({k: v.clone() for k, v in module.state_dict().items()})
+        return module
+
+    monkeypatch.setattr(models, "ConvClassifier", recorded)
+    threads = torch.get_num_threads()
+    try:
+        for job in (joint_jobs[0], none_jobs[0]):
+            screen.train_and_test({**job, "classifier": {**job["classifier"], "epochs": 1}})
+    finally:
+        torch.set_num_threads(threads)
+    assert len(built) == 2 and built[0].keys() == built[1].keys()
+    assert all(torch.equal(built[0][k], built[1][k]) for k in built[0])
