@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 # Installed first and on its own: a bare `torch` requirement would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test lint bench bench-frontend bench-extract bench-diffres bench-accuracy bench-accuracy-screen screen data train-default clean fuzz
+.PHONY: demo test lint bench bench-frontend bench-extract bench-diffres bench-accuracy bench-accuracy-screen screen screen-joint data train-default clean fuzz
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -59,6 +59,12 @@ bench-accuracy-screen: $(STAMP)
 CONFIGS ?= default
 screen: $(STAMP)
 	$(PY) benchmarks/screen.py --configs $(CONFIGS)
+
+# Its joint mode (issue 15, item 5): adares train's DiffRes trained with the classifier in every
+# run, at 0.75, section screen-joint. About 40 min on 2 idle cores (each run trains the estimator
+# on the fine frames: 2-3x the cost of a `none` run); the baselines come from the cache.
+screen-joint: $(STAMP)
+	$(PY) benchmarks/screen.py --configs joint
 
 # Every benchmark, under half an hour on a 2-core machine (after `make data`).
 bench: bench-frontend bench-diffres bench-extract bench-accuracy-screen
