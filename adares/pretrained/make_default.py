@@ -51,6 +51,13 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="train an estimator that starts at the flux and learns a correction (a candidate, not the shipped one)",
     )
+    parser.add_argument(
+        "--planes",
+        default="auto",
+        choices=("auto", "avg", "stack", "mix"),
+        help="what the classifiers read while training (avg: the averaged plane, what `adares extract` writes)",
+    )
+    parser.add_argument("--compressor-lr", type=float, default=None, help="estimator's peak learning rate")
     args = parser.parse_args(argv)
 
     from adares.train import DEFAULT_ESTIMATOR_CHANNELS, TrainConfig, load_spectrograms, train_multitask
@@ -72,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         "reduction": reductions[0],
         "seed": args.seed,
         "min_epochs": 12,
+        "planes": args.planes,
+        "compressor_lr": args.compressor_lr,
         "estimator": {"channels": list(DEFAULT_ESTIMATOR_CHANNELS), "standardize": True}
         | ({"flux_base": True} if args.flux_base else {}),
     }
