@@ -676,6 +676,19 @@ def _name(model: str, reduction: float | None) -> str:
     return f"{Path(model).name if os.sep in model else model}-{reduction:g}"
 
 
+def trained_weights(candidates: Sequence[str]) -> dict[str, str]:
+    """The sha256 of each trained bundle among ``candidates`` (a model card names what it was screened as)."""
+    from adares.registry import resolve_importance
+
+    weights = {}
+    for model in candidates:
+        if model not in ("none", "flux", JOINT):
+            digest = resolve_importance(model).sha256
+            if digest is not None:
+                weights[model] = digest
+    return weights
+
+
 def report(runs: Mapping[str, Mapping[str, dict[RunKey, float]]], candidates: Sequence[str], reductions, seeds):
     """Summaries: per task and averaged, accuracy and paired differences against the baselines.
 
@@ -772,6 +785,7 @@ def markdown(summary: Mapping[str, Any], meta: Mapping[str, Any], *, title: str)
                 verdict = "yes" if agreement["agree"] else "**no**"
                 seeds_text = f"{_pm(agreement['first'], sign=True)} / {_pm(agreement['second'], sign=True)}, {verdict}"
             lines.append(f"| {name} | {base} | " + " | ".join(cells) + f" | {seeds_text} |")
+    lines += ["", *claims_table(summary, tasks)]
     return "\n".join(lines) + "\n"
 
 
@@ -801,6 +815,65 @@ def _joint_text(joint: Mapping[str, Any]) -> str:
         "(`adares train` fills SpecAugment masks with blank frames), the guide loss has only digitally silent "
         f"frames to act on: it was nonzero in {active or '-'} of training steps."
     )
+
+
+# The paper's claims and issue 15's bar, as checks on a configuration's paired differences:
+# (reduction, baseline, relation, margin in points). The paper: equal or better accuracy than the
+# fixed-hop features at 25-75 % fewer frames, and better than uniform pooling and flux.
+CLAIMS = (
+    (0.75, "none", ">=", 0.0),
+    (0.75, "uniform", ">", 0.0),
+    (0.75, "flux", ">=", 0.0),
+    (0.5, "none", ">=", 0.0),
+    (0.5, "none", ">=", -0.5),
+    (0.5, "uniform", ">=", 0.0),
+    (0.5, "flux", ">=", 0.0),
+)
+
+
+def verdict(stats: Mapping[str, float], *, relation: str, margin: float) -> str:
+    """Whether ``difference (relation) margin`` holds, given the difference's mean and standard error.
+
+    A gap within two standard errors is no difference: a ``>=`` claim then holds ("level"), a
+    ``>`` claim does not ("no difference").
+    """
+    if relation not in (">", ">="):
+        raise ValueError(f"relation must be '>' or '>=', got {relation!r}")
+    gap, bound = stats["mean"] - margin, 2.0 * stats["sem"]
+    if gap > bound:
+        return "yes"
+    if gap < -bound:
+        return "**no**"
+    return "level" if relation == ">=" else "no difference"
+
+
+def claims_table(summary: Mapping[str, Any], tasks: Sequence[str]) -> list[str]:
+    """The :data:`CLAIMS` of every non-baseline configuration, per task and on the task average."""
+    lines = [
+        "### The paper's claims, task by task",
+        "",
+        "Each configuration's paired difference against a baseline at the same reduction (points, mean ± standard "
+        "error); a claim holds (yes), fails (**no**) or the gap is within two standard errors (level: holds for "
+        "an at-least claim; no difference: fails a better-than claim).",
+        "",
+        "| configuration | claim | " + " | ".join(tasks) + " | mean |",
+        "| --- | --- |" + " --- |" * (len(tasks) + 1),
+    ]
+    candidates = {name.rsplit("-", 1)[0] for name in summary if not name.startswith(("none", "uniform-", "flux-"))}
+    for candidate in sorted(candidates):
+        for reduction, base, relation, margin in CLAIMS:
+            name = f"{candidate}-{reduction:g}"
+            if name not in summary:
+                continue
+            base_name = base if base == "none" else f"{base}-{reduction:g}"
+            shift = f" {margin:+g} pt" if margin else ""
+            cells = []
+            for stats in [summary[name]["tasks"][t]["vs"][base_name] for t in tasks] + [
+                summary[name]["mean"]["vs"][base_name]
+            ]:
+                cells.append(f"{_pm(stats, sign=True)}: {verdict(stats, relation=relation, margin=margin)}")
+            lines.append(f"| {name} | {relation} {base_name}{shift} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _pm(stats: Mapping[str, float], *, sign: bool = False) -> str:
@@ -954,6 +1027,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "feature_seconds": feature_seconds,
         "json": json_path.name,
+        "weights": trained_weights(candidates),
     }
     if JOINT in candidates:
         meta["joint"] = joint_meta(all_runs, joint_config(reductions[0], n_mels=n_mels), tasks)

@@ -259,3 +259,49 @@ def test_a_joint_run_initialises_the_classifier_as_the_baseline_does(
         torch.set_num_threads(threads)
     assert len(built) == 2 and built[0].keys() == built[1].keys()
     assert all(torch.equal(built[0][k], built[1][k]) for k in built[0])
+
+
+@pytest.mark.parametrize(
+    ("mean", "relation", "margin", "expected"),
+    [
+        (1.0, ">", 0.0, "yes"),
+        (0.5, ">", 0.0, "no difference"),
+        (0.5, ">=", 0.0, "level"),
+        (-0.5, ">=", 0.0, "level"),
+        (-1.0, ">=", 0.0, "**no**"),
+        (-0.4, ">=", -0.5, "level"),
+        (-1.7, ">=", -0.5, "**no**"),
+        (0.6, ">=", -0.5, "yes"),
+    ],
+)
+def test_verdict_calls_a_gap_within_two_standard_errors_no_difference(mean, relation, margin, expected) -> None:
+    assert screen.verdict({"mean": mean, "sem": 0.3}, relation=relation, margin=margin) == expected
+
+
+def test_verdict_refuses_an_unknown_relation() -> None:
+    with pytest.raises(ValueError, match="relation"):
+        screen.verdict({"mean": 0.0, "sem": 0.1}, relation="<", margin=0.0)
+
+
+def test_claims_table_judges_each_candidate_per_task_and_on_average() -> None:
+    def stats(mean: float) -> dict[str, float]:
+        return {"mean": mean, "sem": 0.1}
+
+    def entry(vs: dict[str, float]) -> dict:
+        return {
+            "tasks": {t: {"vs": {b: stats(m) for b, m in vs.items()}} for t in ("a", "b")},
+            "mean": {"vs": {b: stats(m) for b, m in vs.items()}},
+        }
+
+    summary = {
+        "none": entry({}),
+        "uniform-0.75": entry({"none": -1.0}),
+        "flux-0.75": entry({"none": -1.0, "uniform-0.75": 0.0}),
+        "cand-0.75": entry({"none": -0.1, "uniform-0.75": 0.9, "flux-0.75": -0.9}),
+    }
+    lines = screen.claims_table(summary, ["a", "b"])
+    rows = {line.split(" | ")[1]: line for line in lines if line.startswith("| cand-0.75")}
+    assert set(rows) == {">= none", "> uniform-0.75", ">= flux-0.75"}  # the 0.5 claims need cand-0.5
+    assert rows[">= none"].count("level") == 3
+    assert rows["> uniform-0.75"].count(": yes") == 3
+    assert rows[">= flux-0.75"].count("**no**") == 3
