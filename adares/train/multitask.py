@@ -245,7 +245,7 @@ def train_multitask(
             "config": config.to_dict(),
             "best_epoch": state["best_epoch"],
             "epochs_run": state["epoch"],
-            "training_seconds": round(state["seconds"], 1),
+            # No wall time here (it is in metrics.json): the same run rebuilds the same card, byte for byte.
         },
         metrics={
             "note": "accuracy of the jointly trained per-task classifiers on the held-out splits",
