@@ -141,6 +141,8 @@ class Compressor(Importance):
         }
         if estimator.flux_base:  # only then: cards of other estimators stay as they were
             architecture["flux_base"] = True
+        if estimator.learn_sharpness:
+            architecture["learn_sharpness"] = True
         return architecture
 
     def _default_validated(self) -> dict[str, Any]:
@@ -619,7 +621,7 @@ def _build_estimator(architecture: Any, *, where: str) -> ImportanceEstimator:
         if architecture.get("type") != "ImportanceEstimator":
             raise ModelError(f"{where}: unknown estimator type {architecture.get('type')!r}")
         # Bundles written before these options existed have neither.
-        switches = {name: architecture.get(name, False) for name in ("standardize", "flux_base")}
+        switches = {name: architecture.get(name, False) for name in ("standardize", "flux_base", "learn_sharpness")}
         for name, value in switches.items():
             if not isinstance(value, bool):
                 raise ModelError(f"{where}: the card's estimator {name} must be true or false, got {value!r}")

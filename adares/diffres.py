@@ -286,6 +286,11 @@ class ImportanceEstimator(nn.Module):
         new estimator scores exactly as ``--model flux`` does, and training moves away from the
         flux only where the gradient says so (the network's weights get gradient once ``gain``
         has left 0). Raw scores then lie in ``(0, ∞)``; the merge normalises them.
+    learn_sharpness : bool
+        With :attr:`flux_base` only: raise the flux's scores to a learned power ``exp(log_sharpness)``
+        before the correction, the scalar ``log_sharpness`` starting at 0 (the plain flux). Below 1
+        the flux's peaks flatten towards uniform pooling, above 1 they sharpen; how sharp the
+        scores may get is then learned rather than fixed by the flux's floor.
     """
 
     def __init__(
@@ -297,8 +302,11 @@ class ImportanceEstimator(nn.Module):
         channels: Sequence[int] | None = None,
         standardize: bool = False,
         flux_base: bool = False,
+        learn_sharpness: bool = False,
     ) -> None:
         super().__init__()
+        if learn_sharpness and not flux_base:
+            raise ParameterError("learn_sharpness needs flux_base: it sharpens the flux's scores")
         if isinstance(n_mels, bool) or not isinstance(n_mels, int) or n_mels < 1:
             raise ParameterError(f"n_mels must be a positive int, got {n_mels!r}")
         if kernel_size < 1 or kernel_size % 2 == 0:
@@ -317,6 +325,9 @@ class ImportanceEstimator(nn.Module):
         self.flux_base = bool(flux_base)
         if self.flux_base:
             self.correction_gain = nn.Parameter(torch.zeros(()))
+        self.learn_sharpness = bool(learn_sharpness)
+        if self.learn_sharpness:
+            self.log_sharpness = nn.Parameter(torch.zeros(()))
         widths = [n_mels, *channels]
         self.blocks = nn.ModuleList(
             _ResidualBlock(cin, cout, kernel_size) for cin, cout in zip(widths[:-1], widths[1:], strict=True)
@@ -425,6 +436,9 @@ class ImportanceEstimator(nn.Module):
     ) -> Tensor:
         peak = self.flux_peak(log_mel, lengths) if flux_peak is None else flux_peak
         base = normalise_flux(flux_rise(log_mel.detach()), floor=FLUX_FLOOR, peak=peak)
+        if self.learn_sharpness:
+            # base lies in [FLUX_FLOOR, 1], so any power of it is finite and positive.
+            base = base ** self.log_sharpness.exp()
         # The correction's exponent is bounded so a runaway gain cannot overflow the raw scores.
         return base * torch.exp((self.correction_gain * logits).clamp(-_MAX_LOG_CORRECTION, _MAX_LOG_CORRECTION))
 
@@ -564,8 +578,9 @@ class DiffRes(_ScoreMerge):
         (:func:`adares.functional.merge.output_lengths`).
     eps : float
         Added to merged power before the log (1e-12, as the reference).
-    kernel_size, num_blocks, channels, standardize, flux_base
-        Shape, input standardisation and flux base of the :class:`ImportanceEstimator`.
+    kernel_size, num_blocks, channels, standardize, flux_base, learn_sharpness
+        Shape, input standardisation, flux base and learned sharpness of the
+        :class:`ImportanceEstimator`.
 
     Examples
     --------
@@ -586,6 +601,7 @@ class DiffRes(_ScoreMerge):
         channels: Sequence[int] | None = None,
         standardize: bool = False,
         flux_base: bool = False,
+        learn_sharpness: bool = False,
     ) -> None:
         super().__init__(n_mels, reduction=reduction, eps=eps)
         self.estimator = ImportanceEstimator(
@@ -595,6 +611,7 @@ class DiffRes(_ScoreMerge):
             channels=channels,
             standardize=standardize,
             flux_base=flux_base,
+            learn_sharpness=learn_sharpness,
         )
 
     def raw_scores(self, log_mel: Tensor, lengths: Tensor) -> Tensor:

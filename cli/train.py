@@ -13,10 +13,10 @@ from .config_file import config_options
 _DEFAULTS = TrainConfig()
 
 
-def _estimator_settings(*, standardize: bool, flux_base: bool) -> dict:
+def _estimator_settings(*, standardize: bool, flux_base: bool, learn_sharpness: bool = False) -> dict:
     """The default estimator settings with the input and base choices; each key only when it is set
     (the same settings give the same configuration, whichever way they were given)."""
-    switches = {"standardize": standardize, "flux_base": flux_base}
+    switches = {"standardize": standardize, "flux_base": flux_base, "learn_sharpness": learn_sharpness}
     settings = {key: value for key, value in _DEFAULTS.estimator.items() if key not in switches}
     return settings | {key: True for key, value in switches.items() if value}
 
@@ -61,6 +61,12 @@ def _estimator_settings(*, standardize: bool, flux_base: bool) -> dict:
     "exp(gain x network), gain starting at 0).",
 )
 @click.option(
+    "--learn-sharpness",
+    is_flag=True,
+    help="With --flux-base: also learn the power the flux is raised to (raw score = flux^p x ..., p "
+    "starting at 1; below 1 flatter, towards uniform pooling, above 1 sharper).",
+)
+@click.option(
     "--planes",
     type=click.Choice(["auto", "avg", "stack", "mix"]),
     default=_DEFAULTS.planes,
@@ -96,6 +102,7 @@ def train_command(
     mixup: float,
     standardize_input: bool,
     flux_base: bool,
+    learn_sharpness: bool,
     planes: str,
     cache_dir: Path | None,
     restart: bool,
@@ -108,6 +115,8 @@ def train_command(
     clip, training time), checkpoint.pt (rerun the same command to resume) and, for diffres, a
     compressor bundle OUT_DIR/compressor that `adares extract --model` loads.
     """
+    if learn_sharpness and not flux_base:
+        raise click.UsageError("--learn-sharpness needs --flux-base: it learns the power of the flux's scores")
     config = TrainConfig(
         compressor=compressor,
         reduction=reduction,
@@ -125,7 +134,9 @@ def train_command(
         guide_weight=guide_weight,
         mixup=mixup,
         planes=planes,
-        estimator=_estimator_settings(standardize=standardize_input, flux_base=flux_base),
+        estimator=_estimator_settings(
+            standardize=standardize_input, flux_base=flux_base, learn_sharpness=learn_sharpness
+        ),
     )
     metrics = train(
         data_dir,

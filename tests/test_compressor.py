@@ -425,6 +425,39 @@ def test_cards_of_other_estimators_do_not_mention_the_flux_base(tmp_path):
         Compressor.load(tmp_path / "tiny")
 
 
+def test_a_bundle_keeps_its_learned_sharpness(tmp_path):
+    torch.manual_seed(0)
+    estimator = ImportanceEstimator(16, kernel_size=3, channels=[4, 2, 1], flux_base=True, learn_sharpness=True)
+    with torch.no_grad():
+        estimator.correction_gain.fill_(0.3)
+        estimator.log_sharpness.fill_(-0.7)
+    bundle = export_bundle(
+        estimator.eval(),
+        tmp_path / "sharp",
+        frontend={"sr": SR, "hop": "5ms", "win": "25ms", "n_mels": 16},
+        reduction=0.5,
+        name="sharp",
+        description="a test bundle",
+        training={"data": "none"},
+        metrics={},
+        validated={"sr": [SR], "hop_samples": [80], "preset": ["librosa"], "reduction": [0.5]},
+    )
+    assert json.loads((tmp_path / "sharp" / "config.json").read_text())["estimator"]["learn_sharpness"] is True
+    loaded = Compressor.load(tmp_path / "sharp")
+    assert loaded.estimator.learn_sharpness and float(loaded.estimator.log_sharpness) == pytest.approx(-0.7)
+    frontend = MelFrontend(sr=SR, hop="5ms", n_mels=16)
+    samples = _waveform(1.1)
+    power = fine_power(frontend, samples)
+    torch.testing.assert_close(
+        loaded.score(samples, power, frontend=frontend), bundle.score(samples, power, frontend=frontend)
+    )
+    # a card that asks for it without the flux base is refused with the reason
+    card = tmp_path / "sharp" / "config.json"
+    card.write_text(card.read_text().replace('"flux_base": true', '"flux_base": false'))
+    with pytest.raises(ModelError, match="learn_sharpness needs flux_base"):
+        Compressor.load(tmp_path / "sharp")
+
+
 @pytest.mark.parametrize("standardize", [False, True])
 def test_a_flux_based_bundle_scores_a_long_file_in_blocks_as_in_memory(tmp_path, monkeypatch, standardize):
     bundle = _bundle(tmp_path, standardize=standardize, gain=0.8)

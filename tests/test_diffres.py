@@ -538,6 +538,56 @@ def test_a_flux_based_estimator_learns_a_correction():
     assert torch.isfinite(module(log_mel, lengths).scores).all()
 
 
+def test_a_learned_sharpness_starts_at_the_flux_and_raises_it_to_its_power():
+    torch.manual_seed(3)
+    estimator = ImportanceEstimator(12, kernel_size=3, channels=[6, 1], flux_base=True, learn_sharpness=True).eval()
+    log_mel = torch.randn(2, 60, 12) * 2.0 - 6.0
+    lengths = torch.tensor([60, 33])
+    flux = spectral_flux(log_mel, lengths)
+    assert torch.equal(estimator(log_mel, lengths), flux)
+    with torch.no_grad():
+        estimator.log_sharpness.fill_(math.log(0.5))
+    scored = estimator(log_mel, lengths)
+    # the flux's own power, frame by frame (padding stays 0); the floor keeps every score positive
+    torch.testing.assert_close(scored[0], flux[0].sqrt())
+    torch.testing.assert_close(scored[1, :33], flux[1, :33].sqrt())
+    assert torch.equal(scored[1, 33:], torch.zeros(27))
+    # flatter than the flux: the ratio of the largest to the smallest score is its square root
+    ratio = scored[0].max() / scored[0].min()
+    torch.testing.assert_close(ratio, (flux[0].max() / flux[0].min()).sqrt())
+
+
+def test_a_learned_sharpness_gets_gradient_from_the_start():
+    torch.manual_seed(4)
+    module = DiffRes(12, reduction=0.5, kernel_size=3, channels=[6, 1], flux_base=True, learn_sharpness=True)
+    log_mel = torch.randn(2, 40, 12) * 2.0 - 6.0
+    target = torch.linspace(0.0, 1.0, 40)
+    (module(log_mel, torch.tensor([40, 25])).scores * target).sum().backward()
+    assert float(module.estimator.log_sharpness.grad.abs()) > 0.0
+    # the exponent's gradient against central differences, in double precision
+    estimator = module.estimator.double().eval()
+    x = log_mel.double()
+
+    def score_sum(log_sharpness: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            estimator.log_sharpness.copy_(log_sharpness)
+            return (estimator(x) * target.double()).sum()
+
+    estimator.zero_grad()
+    (estimator(x) * target.double()).sum().backward()
+    analytic = float(estimator.log_sharpness.grad)
+    step = 1e-6
+    numeric = float(
+        score_sum(torch.tensor(step, dtype=torch.float64)) - score_sum(torch.tensor(-step, dtype=torch.float64))
+    ) / (2 * step)
+    assert analytic == pytest.approx(numeric, rel=1e-5)
+
+
+def test_a_learned_sharpness_needs_the_flux_base():
+    with pytest.raises(ParameterError, match="learn_sharpness needs flux_base"):
+        ImportanceEstimator(12, learn_sharpness=True)
+
+
 def test_a_flux_based_estimator_scores_pieces_with_the_whole_peak():
     torch.manual_seed(2)
     estimator = ImportanceEstimator(8, kernel_size=3, channels=[4, 1], flux_base=True).eval()

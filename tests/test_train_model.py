@@ -133,12 +133,36 @@ def test_a_flux_based_estimator_trains_and_ships(tmp_path):
     assert float(bundle.estimator.correction_gain.detach()) != 0.0
 
 
-def test_the_train_command_takes_the_flux_base(tmp_path):
+def test_a_learned_sharpness_trains_and_ships(tmp_path):
+    settings = {"channels": [4, 1], "flux_base": True, "learn_sharpness": True}
+    config = small_config(compressor="diffres", epochs=2, estimator=settings)
+    run(tmp_path, "sharp", config, synthetic_set(config))
+    bundle = Compressor.load(tmp_path / "sharp" / "compressor")
+    assert bundle.card["estimator"]["learn_sharpness"] is True
+    # training moved the power away from the plain flux's
+    assert float(bundle.estimator.log_sharpness.detach()) != 0.0
+
+
+def _train_diffres(tmp_path, *options: str):
+    """``adares train --compressor diffres`` for one epoch on a small tone corpus, with ``options``."""
     data_dir = tmp_path / "data"
-    data_dir.mkdir()
+    data_dir.mkdir(exist_ok=True)
     tone_dataset(data_dir)
-    arguments = ["train", str(data_dir), str(tmp_path / "out"), "--compressor", "diffres", "--flux-base"]
+    arguments = ["train", str(data_dir), str(tmp_path / "out"), "--compressor", "diffres", *options]
     arguments += ["--epochs", "1", "--min-epochs", "1", "--n-mels", "32", "--quiet"]
-    result = CliRunner().invoke(main, arguments)
+    return CliRunner().invoke(main, arguments)
+
+
+def test_the_train_command_takes_the_flux_base(tmp_path):
+    result = _train_diffres(tmp_path, "--flux-base")
     assert result.exit_code == 0, result.output
     assert Compressor.load(tmp_path / "out" / "compressor").estimator.flux_base
+
+
+def test_the_train_command_takes_a_learned_sharpness_only_with_the_flux_base(tmp_path):
+    refused = _train_diffres(tmp_path, "--learn-sharpness")
+    assert refused.exit_code == 2 and "--learn-sharpness needs --flux-base" in refused.output
+    assert not (tmp_path / "out").exists()
+    result = _train_diffres(tmp_path, "--learn-sharpness", "--flux-base")
+    assert result.exit_code == 0, result.output
+    assert Compressor.load(tmp_path / "out" / "compressor").estimator.learn_sharpness

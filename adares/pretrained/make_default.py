@@ -32,9 +32,9 @@ REDUCTIONS = (0.5, 0.75)
 COMPRESSOR_LR: float | None = None
 DESCRIPTION = (
     "Importance estimator that starts at the training-free spectral flux and learns a correction: raw score = "
-    "flux x exp(gain x CNN(log-mel)), the CNN a residual 1-D network (channels 128-32-16-8-4-1, kernel 5, each "
-    "clip's log-mel standardised at its input) and the scalar gain starting at 0, so untrained it scores exactly "
-    "as --model flux. Trained jointly with one classifier per task (reading the averaged plane, what adares "
+    "{flux} x exp(gain x CNN(log-mel)), the CNN a residual 1-D network (channels 128-32-16-8-4-1, kernel 5, each "
+    "clip's log-mel standardised at its input) and the scalar gain starting at 0{power}, so untrained it scores "
+    "exactly as --model flux. Trained jointly with one classifier per task (reading the averaged plane, what adares "
     "extract writes) on the wide variety of the adares benchmark tasks keywords, pitch and drums, at hops 2.5, 5 "
     "and 10 ms and reductions {reductions}. It reads its own analysis of the audio (16 kHz, 128 mels, 25 ms "
     "window, at your hop) and its scores merge your front end's linear mel power, whatever its mel count. What "
@@ -105,6 +105,11 @@ def main(argv: list[str] | None = None) -> int:
         help="start at the flux and learn a correction (the shipped recipe); --no-flux-base: a plain sigmoid estimator",
     )
     parser.add_argument(
+        "--learn-sharpness",
+        action="store_true",
+        help="with --flux-base: also learn the power the flux's scores are raised to (starts at 1)",
+    )
+    parser.add_argument(
         "--planes",
         default="avg",
         choices=("auto", "avg", "stack", "mix"),
@@ -141,13 +146,18 @@ def main(argv: list[str] | None = None) -> int:
         "planes": args.planes,
         "compressor_lr": args.compressor_lr,
         "estimator": {"channels": list(DEFAULT_ESTIMATOR_CHANNELS), "standardize": True}
-        | ({"flux_base": True} if args.flux_base else {}),
+        | ({"flux_base": True} if args.flux_base else {})
+        | ({"learn_sharpness": True} if args.learn_sharpness else {}),
     }
+    if args.learn_sharpness and not args.flux_base:
+        parser.error("--learn-sharpness needs --flux-base")
     if args.epochs is not None:
         settings["epochs"] = args.epochs
     config = TrainConfig(**settings)
     description = (DESCRIPTION if args.flux_base else PLAIN_DESCRIPTION).format(
-        reductions=" and ".join(f"{r:g}" for r in reductions)
+        reductions=" and ".join(f"{r:g}" for r in reductions),
+        flux="flux^p" if args.learn_sharpness else "flux",
+        power=" and the learned power p at 1" if args.learn_sharpness else "",
     )
     began = time.perf_counter()
     datasets = {
