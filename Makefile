@@ -84,3 +84,4 @@ data: $(STAMP)
 	bash benchmarks/data/install.sh
 	$(PY) benchmarks/data/make_datasets.py --out benchmarks/data/generated
 	$(PY) benchmarks/data/make_datasets.py --variety wide --seed 1 --out benchmarks/data/generated-wide
+	$(PY) benchmarks/data/digests.py benchmarks/data/generated benchmarks/data/generated-wide
