@@ -143,6 +143,8 @@ class Compressor(Importance):
             architecture["flux_base"] = True
         if estimator.learn_sharpness:
             architecture["learn_sharpness"] = True
+        elif estimator.flux_power != 1.0:  # a fixed power; a learned one lives in the weights
+            architecture["flux_power"] = estimator.flux_power
         return architecture
 
     def _default_validated(self) -> dict[str, Any]:
@@ -620,7 +622,7 @@ def _build_estimator(architecture: Any, *, where: str) -> ImportanceEstimator:
     try:
         if architecture.get("type") != "ImportanceEstimator":
             raise ModelError(f"{where}: unknown estimator type {architecture.get('type')!r}")
-        # Bundles written before these options existed have neither.
+        # Bundles written before these options existed have none of them.
         switches = {name: architecture.get(name, False) for name in ("standardize", "flux_base", "learn_sharpness")}
         for name, value in switches.items():
             if not isinstance(value, bool):
@@ -629,6 +631,7 @@ def _build_estimator(architecture: Any, *, where: str) -> ImportanceEstimator:
             int(architecture["n_mels"]),
             kernel_size=int(architecture["kernel_size"]),
             channels=[int(c) for c in architecture["channels"]],
+            flux_power=architecture.get("flux_power", 1.0),
             **switches,
         )
     except (AttributeError, KeyError, TypeError, ValueError) as error:

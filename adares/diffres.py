@@ -291,6 +291,9 @@ class ImportanceEstimator(nn.Module):
         before the correction, the scalar ``log_sharpness`` starting at 0 (the plain flux). Below 1
         the flux's peaks flatten towards uniform pooling, above 1 they sharpen; how sharp the
         scores may get is then learned rather than fixed by the flux's floor.
+    flux_power : float
+        With :attr:`flux_base` only: the power the flux's scores start at (``learn_sharpness``) or
+        are held at (a fixed buffer ``log_sharpness``, not trained); 1 is the plain flux.
     """
 
     def __init__(
@@ -303,10 +306,15 @@ class ImportanceEstimator(nn.Module):
         standardize: bool = False,
         flux_base: bool = False,
         learn_sharpness: bool = False,
+        flux_power: float = 1.0,
     ) -> None:
         super().__init__()
         if learn_sharpness and not flux_base:
             raise ParameterError("learn_sharpness needs flux_base: it sharpens the flux's scores")
+        if isinstance(flux_power, bool) or not isinstance(flux_power, (int, float)) or not 0.0 < flux_power < math.inf:
+            raise ParameterError(f"flux_power must be a positive number, got {flux_power!r}")
+        if flux_power != 1.0 and not flux_base:
+            raise ParameterError("flux_power needs flux_base: it is the power of the flux's scores")
         if isinstance(n_mels, bool) or not isinstance(n_mels, int) or n_mels < 1:
             raise ParameterError(f"n_mels must be a positive int, got {n_mels!r}")
         if kernel_size < 1 or kernel_size % 2 == 0:
@@ -326,8 +334,12 @@ class ImportanceEstimator(nn.Module):
         if self.flux_base:
             self.correction_gain = nn.Parameter(torch.zeros(()))
         self.learn_sharpness = bool(learn_sharpness)
+        self.flux_power = float(flux_power)
+        log_power = torch.tensor(math.log(self.flux_power))
         if self.learn_sharpness:
-            self.log_sharpness = nn.Parameter(torch.zeros(()))
+            self.log_sharpness = nn.Parameter(log_power)
+        elif self.flux_power != 1.0:
+            self.register_buffer("log_sharpness", log_power)
         widths = [n_mels, *channels]
         self.blocks = nn.ModuleList(
             _ResidualBlock(cin, cout, kernel_size) for cin, cout in zip(widths[:-1], widths[1:], strict=True)
@@ -436,7 +448,7 @@ class ImportanceEstimator(nn.Module):
     ) -> Tensor:
         peak = self.flux_peak(log_mel, lengths) if flux_peak is None else flux_peak
         base = normalise_flux(flux_rise(log_mel.detach()), floor=FLUX_FLOOR, peak=peak)
-        if self.learn_sharpness:
+        if self.learn_sharpness or self.flux_power != 1.0:
             # base lies in [FLUX_FLOOR, 1], so any power of it is finite and positive.
             base = base ** self.log_sharpness.exp()
         # The correction's exponent is bounded so a runaway gain cannot overflow the raw scores.
@@ -578,8 +590,8 @@ class DiffRes(_ScoreMerge):
         (:func:`adares.functional.merge.output_lengths`).
     eps : float
         Added to merged power before the log (1e-12, as the reference).
-    kernel_size, num_blocks, channels, standardize, flux_base, learn_sharpness
-        Shape, input standardisation, flux base and learned sharpness of the
+    kernel_size, num_blocks, channels, standardize, flux_base, learn_sharpness, flux_power
+        Shape, input standardisation, flux base and its (learned or fixed) power of the
         :class:`ImportanceEstimator`.
 
     Examples
@@ -602,6 +614,7 @@ class DiffRes(_ScoreMerge):
         standardize: bool = False,
         flux_base: bool = False,
         learn_sharpness: bool = False,
+        flux_power: float = 1.0,
     ) -> None:
         super().__init__(n_mels, reduction=reduction, eps=eps)
         self.estimator = ImportanceEstimator(
@@ -612,6 +625,7 @@ class DiffRes(_ScoreMerge):
             standardize=standardize,
             flux_base=flux_base,
             learn_sharpness=learn_sharpness,
+            flux_power=flux_power,
         )
 
     def raw_scores(self, log_mel: Tensor, lengths: Tensor) -> Tensor:

@@ -13,12 +13,18 @@ from .config_file import config_options
 _DEFAULTS = TrainConfig()
 
 
-def _estimator_settings(*, standardize: bool, flux_base: bool, learn_sharpness: bool = False) -> dict:
+def _estimator_settings(
+    *, standardize: bool, flux_base: bool, learn_sharpness: bool = False, flux_power: float = 1.0
+) -> dict:
     """The default estimator settings with the input and base choices; each key only when it is set
     (the same settings give the same configuration, whichever way they were given)."""
     switches = {"standardize": standardize, "flux_base": flux_base, "learn_sharpness": learn_sharpness}
     settings = {key: value for key, value in _DEFAULTS.estimator.items() if key not in switches}
-    return settings | {key: True for key, value in switches.items() if value}
+    return (
+        settings
+        | {key: True for key, value in switches.items() if value}
+        | ({"flux_power": flux_power} if flux_power != 1.0 else {})
+    )
 
 
 @config_options
@@ -67,6 +73,13 @@ def _estimator_settings(*, standardize: bool, flux_base: bool, learn_sharpness: 
     "starting at 1; below 1 flatter, towards uniform pooling, above 1 sharper).",
 )
 @click.option(
+    "--flux-power",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="With --flux-base: the power the flux is raised to, fixed (or, with --learn-sharpness, where it starts).",
+)
+@click.option(
     "--planes",
     type=click.Choice(["auto", "avg", "stack", "mix"]),
     default=_DEFAULTS.planes,
@@ -103,6 +116,7 @@ def train_command(
     standardize_input: bool,
     flux_base: bool,
     learn_sharpness: bool,
+    flux_power: float,
     planes: str,
     cache_dir: Path | None,
     restart: bool,
@@ -115,8 +129,10 @@ def train_command(
     clip, training time), checkpoint.pt (rerun the same command to resume) and, for diffres, a
     compressor bundle OUT_DIR/compressor that `adares extract --model` loads.
     """
-    if learn_sharpness and not flux_base:
-        raise click.UsageError("--learn-sharpness needs --flux-base: it learns the power of the flux's scores")
+    if (learn_sharpness or flux_power != 1.0) and not flux_base:
+        raise click.UsageError(
+            "--learn-sharpness and --flux-power need --flux-base: they set the power of the flux's scores"
+        )
     config = TrainConfig(
         compressor=compressor,
         reduction=reduction,
@@ -135,7 +151,10 @@ def train_command(
         mixup=mixup,
         planes=planes,
         estimator=_estimator_settings(
-            standardize=standardize_input, flux_base=flux_base, learn_sharpness=learn_sharpness
+            standardize=standardize_input,
+            flux_base=flux_base,
+            learn_sharpness=learn_sharpness,
+            flux_power=flux_power,
         ),
     )
     metrics = train(

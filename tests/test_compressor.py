@@ -17,6 +17,7 @@ from adares.diffres import DiffRes, ImportanceEstimator
 from adares.errors import ModelError, ParameterError, ValidationWarning
 from adares.extractor import MergingExtractor, fine_power
 from adares.frontend import MelFrontend
+from adares.functional.importance import spectral_flux
 from adares.functional.merge import compress, output_lengths
 from adares.importance import FluxImportance
 
@@ -444,7 +445,7 @@ def test_a_bundle_keeps_its_learned_sharpness(tmp_path):
     )
     assert json.loads((tmp_path / "sharp" / "config.json").read_text())["estimator"]["learn_sharpness"] is True
     loaded = Compressor.load(tmp_path / "sharp")
-    assert loaded.estimator.learn_sharpness and float(loaded.estimator.log_sharpness) == pytest.approx(-0.7)
+    assert loaded.estimator.learn_sharpness and float(loaded.estimator.log_sharpness.detach()) == pytest.approx(-0.7)
     frontend = MelFrontend(sr=SR, hop="5ms", n_mels=16)
     samples = _waveform(1.1)
     power = fine_power(frontend, samples)
@@ -456,6 +457,29 @@ def test_a_bundle_keeps_its_learned_sharpness(tmp_path):
     card.write_text(card.read_text().replace('"flux_base": true', '"flux_base": false'))
     with pytest.raises(ModelError, match="learn_sharpness needs flux_base"):
         Compressor.load(tmp_path / "sharp")
+
+
+def test_a_bundle_keeps_its_fixed_flux_power(tmp_path):
+    estimator = ImportanceEstimator(16, kernel_size=3, channels=[4, 2, 1], flux_base=True, flux_power=0.5)
+    export_bundle(
+        estimator.eval(),
+        tmp_path / "flat",
+        frontend={"sr": SR, "hop": "5ms", "win": "25ms", "n_mels": 16},
+        reduction=0.5,
+        training={"data": "none"},
+    )
+    card = json.loads((tmp_path / "flat" / "config.json").read_text())["estimator"]
+    assert card["flux_power"] == 0.5 and "learn_sharpness" not in card
+    frontend = MelFrontend(sr=SR, hop="5ms", n_mels=16)
+    samples = _waveform(1.1)
+    flux = MergingExtractor(frontend, FluxImportance(), reduction=0.75)(samples)
+    flat = MergingExtractor(frontend, Compressor.load(tmp_path / "flat"), reduction=0.75)(samples)
+    # the same order of frames as the flux, flatter: the merge spans differ
+    assert not np.array_equal(flat.spans, flux.spans)
+    log_mel = torch.randn(2, 30, 16) - 5.0
+    with torch.no_grad():
+        scored = Compressor.load(tmp_path / "flat").estimator(log_mel)
+    torch.testing.assert_close(scored, spectral_flux(log_mel).sqrt())
 
 
 @pytest.mark.parametrize("standardize", [False, True])

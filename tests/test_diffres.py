@@ -583,9 +583,31 @@ def test_a_learned_sharpness_gets_gradient_from_the_start():
     assert analytic == pytest.approx(numeric, rel=1e-5)
 
 
+def test_a_fixed_flux_power_holds_the_flux_at_that_power_untrained():
+    torch.manual_seed(5)
+    estimator = ImportanceEstimator(12, kernel_size=3, channels=[6, 1], flux_base=True, flux_power=0.25).eval()
+    log_mel = torch.randn(2, 50, 12) * 2.0 - 6.0
+    torch.testing.assert_close(estimator(log_mel), spectral_flux(log_mel) ** 0.25)
+    # a buffer, saved with the weights, that no optimiser sees
+    assert "log_sharpness" in dict(estimator.named_buffers())
+    assert "log_sharpness" not in dict(estimator.named_parameters())
+    learned = ImportanceEstimator(
+        12, kernel_size=3, channels=[6, 1], flux_base=True, learn_sharpness=True, flux_power=2.0
+    )
+    assert float(learned.log_sharpness.detach().exp()) == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("power", [0.0, -1.0, float("inf"), float("nan"), True])
+def test_a_flux_power_must_be_positive_and_finite(power):
+    with pytest.raises(ParameterError, match="flux_power must be a positive number"):
+        ImportanceEstimator(12, flux_base=True, flux_power=power)
+
+
 def test_a_learned_sharpness_needs_the_flux_base():
     with pytest.raises(ParameterError, match="learn_sharpness needs flux_base"):
         ImportanceEstimator(12, learn_sharpness=True)
+    with pytest.raises(ParameterError, match="flux_power needs flux_base"):
+        ImportanceEstimator(12, flux_power=0.5)
 
 
 def test_a_flux_based_estimator_scores_pieces_with_the_whole_peak():

@@ -161,8 +161,16 @@ def test_the_train_command_takes_the_flux_base(tmp_path):
 
 def test_the_train_command_takes_a_learned_sharpness_only_with_the_flux_base(tmp_path):
     refused = _train_diffres(tmp_path, "--learn-sharpness")
-    assert refused.exit_code == 2 and "--learn-sharpness needs --flux-base" in refused.output
+    assert refused.exit_code == 2 and "--learn-sharpness and --flux-power need --flux-base" in refused.output
     assert not (tmp_path / "out").exists()
     result = _train_diffres(tmp_path, "--learn-sharpness", "--flux-base")
     assert result.exit_code == 0, result.output
     assert Compressor.load(tmp_path / "out" / "compressor").estimator.learn_sharpness
+
+
+def test_a_fixed_flux_power_is_not_trained_and_ships():
+    settings = {"channels": [4, 1], "flux_base": True, "flux_power": 0.5}
+    config = small_config(compressor="diffres", epochs=1, estimator=settings)
+    diffres = build_compressor(config)
+    assert "estimator.log_sharpness" not in dict(diffres.named_parameters())
+    assert float(diffres.estimator.log_sharpness.exp()) == pytest.approx(0.5)

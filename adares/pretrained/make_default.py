@@ -34,7 +34,7 @@ DESCRIPTION = (
     "Importance estimator that starts at the training-free spectral flux and learns a correction: raw score = "
     "{flux} x exp(gain x CNN(log-mel)), the CNN a residual 1-D network (channels 128-32-16-8-4-1, kernel 5, each "
     "clip's log-mel standardised at its input) and the scalar gain starting at 0{power}, so untrained it scores "
-    "exactly as --model flux. Trained jointly with one classifier per task (reading the averaged plane, what adares "
+    "{untrained}. Trained jointly with one classifier per task (reading the averaged plane, what adares "
     "extract writes) on the wide variety of the adares benchmark tasks keywords, pitch and drums, at hops 2.5, 5 "
     "and 10 ms and reductions {reductions}. It reads its own analysis of the audio (16 kHz, 128 mels, 25 ms "
     "window, at your hop) and its scores merge your front end's linear mel power, whatever its mel count. What "
@@ -110,6 +110,12 @@ def main(argv: list[str] | None = None) -> int:
         help="with --flux-base: also learn the power the flux's scores are raised to (starts at 1)",
     )
     parser.add_argument(
+        "--flux-power",
+        type=float,
+        default=1.0,
+        help="with --flux-base: the power the flux is raised to, fixed (or where --learn-sharpness starts) [1]",
+    )
+    parser.add_argument(
         "--planes",
         default="avg",
         choices=("auto", "avg", "stack", "mix"),
@@ -147,17 +153,31 @@ def main(argv: list[str] | None = None) -> int:
         "compressor_lr": args.compressor_lr,
         "estimator": {"channels": list(DEFAULT_ESTIMATOR_CHANNELS), "standardize": True}
         | ({"flux_base": True} if args.flux_base else {})
-        | ({"learn_sharpness": True} if args.learn_sharpness else {}),
+        | ({"learn_sharpness": True} if args.learn_sharpness else {})
+        | ({"flux_power": args.flux_power} if args.flux_power != 1.0 else {}),
     }
-    if args.learn_sharpness and not args.flux_base:
-        parser.error("--learn-sharpness needs --flux-base")
+    if (args.learn_sharpness or args.flux_power != 1.0) and not args.flux_base:
+        parser.error("--learn-sharpness and --flux-power need --flux-base")
+    if not args.flux_power > 0.0:
+        parser.error(f"--flux-power must be positive, got {args.flux_power}")
     if args.epochs is not None:
         settings["epochs"] = args.epochs
     config = TrainConfig(**settings)
     description = (DESCRIPTION if args.flux_base else PLAIN_DESCRIPTION).format(
         reductions=" and ".join(f"{r:g}" for r in reductions),
-        flux="flux^p" if args.learn_sharpness else "flux",
-        power=" and the learned power p at 1" if args.learn_sharpness else "",
+        flux="flux^p" if args.learn_sharpness or args.flux_power != 1.0 else "flux",
+        power=(
+            f" and the learned power p at {args.flux_power:g}"
+            if args.learn_sharpness
+            else f" and the power p fixed at {args.flux_power:g}"
+            if args.flux_power != 1.0
+            else ""
+        ),
+        untrained=(
+            "exactly as --model flux"
+            if args.flux_power == 1.0
+            else f"as the flux raised to {args.flux_power:g} (flattened towards uniform pooling below 1)"
+        ),
     )
     began = time.perf_counter()
     datasets = {
