@@ -70,7 +70,8 @@ screen-joint: $(STAMP)
 bench: bench-frontend bench-diffres bench-extract bench-accuracy-screen
 
 # Rebuilds the shipped compressor adares/pretrained/default from scratch (needs `make data`: it trains on
-# the wide variety, other renderings than the screen tests), byte for byte, in about 15 min on one core.
+# the wide variety, other renderings than the screen tests), in about 15 min on one core: byte for byte on the
+# same kind of CPU (another CPU's kernels round differently, and training amplifies it; see README).
 train-default: $(STAMP)
 	$(PY) adares/pretrained/make_default.py
 

@@ -10,7 +10,8 @@ the shipped weights were made with: other thread counts can change the last bits
 convolution and so the weights). The bundle (``weights.safetensors`` + ``config.json``) is copied
 to ``adares/pretrained/default/``, with the screen's figures for it (from
 ``benchmarks/results/screen-wide-candidates.json``, the screen that chose it) in the card's
-``metrics.screen``; the same data and screen results give the same bytes.
+``metrics.screen``; the same data and screen results give the same bytes on the same kind of CPU
+(another CPU's kernels round differently, and training amplifies it).
 
     python adares/pretrained/make_default.py [--data DIR] [--work DIR] [--out DIR]
 """
