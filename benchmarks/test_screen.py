@@ -305,3 +305,18 @@ def test_claims_table_judges_each_candidate_per_task_and_on_average() -> None:
     assert rows[">= none"].count("level") == 3
     assert rows["> uniform-0.75"].count(": yes") == 3
     assert rows[">= flux-0.75"].count("**no**") == 3
+
+
+def test_make_default_can_train_with_the_screens_classifier():
+    """make_default.py --classifier screen: the screen's classifier settings, kept equal here."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "make_default", Path(__file__).resolve().parent.parent / "adares" / "pretrained" / "make_default.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    classifier = screen.Classifier()
+    for name in ("widths", "kernel_size", "pool_every", "dropout", "weight_decay"):
+        assert module.SCREEN_CLASSIFIER[name] == getattr(classifier, name), name
+    assert module.SCREEN_CLASSIFIER["time_masks"] == module.SCREEN_CLASSIFIER["freq_masks"] == 0
