@@ -448,7 +448,7 @@ class ImportanceEstimator(nn.Module):
     ) -> Tensor:
         peak = self.flux_peak(log_mel, lengths) if flux_peak is None else flux_peak
         base = normalise_flux(flux_rise(log_mel.detach()), floor=FLUX_FLOOR, peak=peak)
-        if self.learn_sharpness or self.flux_power != 1.0:
+        if hasattr(self, "log_sharpness"):  # a learned power, or a fixed one other than 1
             # base lies in [FLUX_FLOOR, 1], so any power of it is finite and positive.
             base = base ** self.log_sharpness.exp()
         # The correction's exponent is bounded so a runaway gain cannot overflow the raw scores.

@@ -309,13 +309,8 @@ def test_claims_table_judges_each_candidate_per_task_and_on_average() -> None:
 
 def test_make_default_can_train_with_the_screens_classifier():
     """make_default.py --classifier screen: the screen's classifier settings, kept equal here."""
-    import importlib.util
+    from adares.pretrained import make_default as module
 
-    spec = importlib.util.spec_from_file_location(
-        "make_default", Path(__file__).resolve().parent.parent / "adares" / "pretrained" / "make_default.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     classifier = screen.Classifier()
     for name in ("widths", "kernel_size", "pool_every", "dropout", "weight_decay"):
         assert module.SCREEN_CLASSIFIER[name] == getattr(classifier, name), name

@@ -158,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--reductions must be comma-separated numbers, got {args.reductions!r}")
     if not reductions or not all(0.0 <= r < 1.0 for r in reductions):
         parser.error(f"--reductions must lie in [0, 1), got {args.reductions!r}")
+    if (args.learn_sharpness or args.flux_power != 1.0) and not args.flux_base:
+        parser.error("--learn-sharpness and --flux-power need --flux-base")
+    if not args.flux_power > 0.0:
+        parser.error(f"--flux-power must be positive, got {args.flux_power}")
     missing = [task for task in TASKS if not (args.data / task / "labels.csv").is_file()]
     if missing:
         parser.error(f"missing datasets {', '.join(missing)} under {args.data}: run `make data` first")
@@ -176,30 +180,22 @@ def main(argv: list[str] | None = None) -> int:
         | ({"learn_sharpness": True} if args.learn_sharpness else {})
         | ({"flux_power": args.flux_power} if args.flux_power != 1.0 else {}),
     }
-    if (args.learn_sharpness or args.flux_power != 1.0) and not args.flux_base:
-        parser.error("--learn-sharpness and --flux-power need --flux-base")
-    if not args.flux_power > 0.0:
-        parser.error(f"--flux-power must be positive, got {args.flux_power}")
     if args.epochs is not None:
         settings["epochs"] = args.epochs
     if args.classifier == "screen":
         settings.update(SCREEN_CLASSIFIER)
     config = TrainConfig(**settings)
+    if args.learn_sharpness:
+        flux, power = "flux^p", f" and the learned power p at {args.flux_power:g}"
+    elif args.flux_power != 1.0:
+        flux, power = "flux^p", f" and the power p fixed at {args.flux_power:g}"
+    else:
+        flux, power = "flux", ""
+    untrained = "exactly as --model flux"
+    if args.flux_power != 1.0:
+        untrained = f"as the flux raised to {args.flux_power:g} (flattened towards uniform pooling below 1)"
     description = (DESCRIPTION if args.flux_base else PLAIN_DESCRIPTION).format(
-        reductions=" and ".join(f"{r:g}" for r in reductions),
-        flux="flux^p" if args.learn_sharpness or args.flux_power != 1.0 else "flux",
-        power=(
-            f" and the learned power p at {args.flux_power:g}"
-            if args.learn_sharpness
-            else f" and the power p fixed at {args.flux_power:g}"
-            if args.flux_power != 1.0
-            else ""
-        ),
-        untrained=(
-            "exactly as --model flux"
-            if args.flux_power == 1.0
-            else f"as the flux raised to {args.flux_power:g} (flattened towards uniform pooling below 1)"
-        ),
+        reductions=" and ".join(f"{r:g}" for r in reductions), flux=flux, power=power, untrained=untrained
     )
     began = time.perf_counter()
     datasets = {
