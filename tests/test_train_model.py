@@ -168,7 +168,7 @@ def test_the_train_command_takes_a_learned_sharpness_only_with_the_flux_base(tmp
     assert Compressor.load(tmp_path / "out" / "compressor").estimator.learn_sharpness
 
 
-def test_a_fixed_flux_power_is_not_trained_and_ships():
+def test_a_fixed_flux_power_is_not_a_trained_parameter():
     settings = {"channels": [4, 1], "flux_base": True, "flux_power": 0.5}
     config = small_config(compressor="diffres", epochs=1, estimator=settings)
     diffres = build_compressor(config)
