@@ -42,7 +42,7 @@ from adares.errors import ModelError, ParameterError, ValidationWarning
 from adares.extractor import BLOCK_FRAMES, MergingExtractor, fine_power, power_blocks
 from adares.frontend import MelFrontend
 from adares.functional.importance import flux_rise
-from adares.functional.merge import check_reduction
+from adares.functional.merge import check_min_span_exponent, check_reduction
 from adares.importance import AudioChunks, Importance, PowerBlocks
 from adares.precision import exact_float32
 from adares.units import format_ms
@@ -79,6 +79,10 @@ class Compressor(Importance):
         Reduction ρ it was trained at; the default of :meth:`__call__`.
     card : dict, optional
         Model card fields (name, description, training, metrics, validated settings).
+    min_span_exponent : float
+        ``κ`` in ``[0, 1]``: the score cap its merges use (every output frame spans at least
+        ``(T/T')^κ`` fine frames; see :func:`adares.functional.merge.normalize_scores`). Recorded
+        in the card when not 0.
 
     Attributes
     ----------
@@ -96,10 +100,12 @@ class Compressor(Importance):
         frontend: dict[str, Any],
         reduction: float,
         card: dict[str, Any] | None = None,
+        min_span_exponent: float = 0.0,
     ) -> None:
         self.estimator = estimator.eval()
         self.frontend_config = dict(MelFrontend.from_config(frontend).config())
         self.reduction = check_reduction(reduction)
+        self.min_span_exponent = check_min_span_exponent(min_span_exponent)
         self._weights = self._serialise()
         self.sha256 = _sha256(self._weights)
         card = dict(card or {})
@@ -113,6 +119,8 @@ class Compressor(Importance):
             "frontend": self.frontend_config,
             "estimator": self._architecture(),
             "reduction": self.reduction,
+            # Only when set, so the cards of bundles made before it stay byte for byte the same.
+            **({"min_span_exponent": self.min_span_exponent} if self.min_span_exponent else {}),
             "validated": card.get("validated", self._default_validated()),
             "training": card.get("training", {}),
             "metrics": card.get("metrics", {}),
@@ -242,7 +250,13 @@ class Compressor(Importance):
             message = str(error).splitlines()[0]
             raise ModelError(f"{where}: the weights do not fit the estimator the card describes ({message})") from None
         try:
-            compressor = cls(estimator, frontend=frontend, reduction=reduction, card=card)
+            compressor = cls(
+                estimator,
+                frontend=frontend,
+                reduction=reduction,
+                card=card,
+                min_span_exponent=card.get("min_span_exponent", 0.0),
+            )
         except ParameterError as error:
             raise ModelError(f"{where}/{CONFIG_FILE}: {error}") from None
         # Keep the card as written (metrics, training...), with the verified digest.
@@ -649,6 +663,7 @@ def export_bundle(
     training: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
     validated: dict[str, Any] | None = None,
+    min_span_exponent: float | None = None,
 ) -> Compressor:
     """Write the estimator of a trained :class:`~adares.diffres.DiffRes` as a bundle.
 
@@ -664,6 +679,9 @@ def export_bundle(
         Training reduction.
     name, description, training, metrics, validated
         Model-card fields.
+    min_span_exponent : float, optional
+        The score cap the bundle's merges use (see :class:`Compressor`); default: the module's
+        own (``diffres.min_span_exponent``), else 0.
 
     Returns
     -------
@@ -680,6 +698,10 @@ def export_bundle(
     }
     if validated is not None:
         card["validated"] = validated
-    compressor = Compressor(estimator, frontend=config, reduction=reduction, card=card)
+    if min_span_exponent is None:
+        min_span_exponent = getattr(diffres, "min_span_exponent", 0.0)
+    compressor = Compressor(
+        estimator, frontend=config, reduction=reduction, card=card, min_span_exponent=min_span_exponent
+    )
     compressor.save(path)
     return Compressor.load(path)

@@ -34,6 +34,7 @@ from adares.functional.importance import FLUX_FLOOR, flux_rise, normalise_flux
 from adares.functional.merge import (
     _keep_fraction,
     _resolve_lengths,
+    check_min_span_exponent,
     diffres_planes,
     merge_log,
     normalize_scores,
@@ -530,11 +531,14 @@ class _ScoreMerge(_Compressor):
 
     feature_channels = 3
 
-    def __init__(self, n_mels: int, *, reduction: float = 0.5, eps: float = _EPS) -> None:
+    def __init__(
+        self, n_mels: int, *, reduction: float = 0.5, eps: float = _EPS, min_span_exponent: float = 0.0
+    ) -> None:
         super().__init__(n_mels, reduction=reduction)
         if not eps > 0:
             raise ParameterError(f"eps must be positive, got {eps}")
         self.eps = float(eps)
+        self.min_span_exponent = check_min_span_exponent(min_span_exponent)
 
     def raw_scores(self, log_mel: Tensor, lengths: Tensor) -> Tensor:
         """Raw importance ``[B, T]`` in (0, 1]."""
@@ -560,7 +564,7 @@ class _ScoreMerge(_Compressor):
         """
         lengths, counts, rho = self._prepare(log_mel, lengths, reduction)
         raw = self.raw_scores(log_mel, lengths)
-        scores = normalize_scores(raw, counts, lengths)
+        scores = normalize_scores(raw, counts, lengths, min_span_exponent=self.min_span_exponent)
         loss, activeness = guide_loss(log_mel, scores, lengths, reduction=rho)
 
         # One buffer for the three planes, built in place without autograd: the peak memory of
@@ -590,6 +594,10 @@ class DiffRes(_ScoreMerge):
         (:func:`adares.functional.merge.output_lengths`).
     eps : float
         Added to merged power before the log (1e-12, as the reference).
+    min_span_exponent : float
+        ``κ`` in ``[0, 1]``: every output frame spans at least ``(T/T')^κ`` fine frames (0, the
+        paper's setting, lets single fine frames through; see
+        :func:`adares.functional.merge.normalize_scores`).
     kernel_size, num_blocks, channels, standardize, flux_base, learn_sharpness, flux_power
         Shape, input standardisation, flux base and its (learned or fixed) power of the
         :class:`ImportanceEstimator`.
@@ -608,6 +616,7 @@ class DiffRes(_ScoreMerge):
         *,
         reduction: float = 0.5,
         eps: float = _EPS,
+        min_span_exponent: float = 0.0,
         kernel_size: int = 5,
         num_blocks: int = 5,
         channels: Sequence[int] | None = None,
@@ -616,7 +625,7 @@ class DiffRes(_ScoreMerge):
         learn_sharpness: bool = False,
         flux_power: float = 1.0,
     ) -> None:
-        super().__init__(n_mels, reduction=reduction, eps=eps)
+        super().__init__(n_mels, reduction=reduction, eps=eps, min_span_exponent=min_span_exponent)
         self.estimator = ImportanceEstimator(
             n_mels,
             kernel_size=kernel_size,
@@ -647,10 +656,20 @@ class FluxCompressor(_ScoreMerge):
     eps : float
     floor : float
         Added to the normalised flux (see :func:`adares.functional.importance.spectral_flux`).
+    min_span_exponent : float
+        As :class:`DiffRes`.
     """
 
-    def __init__(self, n_mels: int, *, reduction: float = 0.5, eps: float = _EPS, floor: float = FLUX_FLOOR) -> None:
-        super().__init__(n_mels, reduction=reduction, eps=eps)
+    def __init__(
+        self,
+        n_mels: int,
+        *,
+        reduction: float = 0.5,
+        eps: float = _EPS,
+        floor: float = FLUX_FLOOR,
+        min_span_exponent: float = 0.0,
+    ) -> None:
+        super().__init__(n_mels, reduction=reduction, eps=eps, min_span_exponent=min_span_exponent)
         self.importance = FluxImportance(floor=floor)
         self.floor = self.importance.floor
 

@@ -25,7 +25,13 @@ from adares import __version__
 from adares.errors import ModelError, ParameterError
 from adares.features import Features, uniform_spans
 from adares.frontend import MelFrontend
-from adares.functional.merge import compress, merge_average_blocks, normalize_scores, output_lengths
+from adares.functional.merge import (
+    check_min_span_exponent,
+    compress,
+    merge_average_blocks,
+    normalize_scores,
+    output_lengths,
+)
 from adares.functional.merge import spans as merge_spans
 from adares.importance import AudioChunks, Importance
 
@@ -401,6 +407,7 @@ def feature_meta(extractor: Extractor, *, num_samples: int, extra: dict[str, Any
         "compressor": extractor.name,
         "compressor_sha256": extractor.sha256,
         "reduction": getattr(extractor, "reduction", None),
+        "min_span_exponent": getattr(extractor, "min_span_exponent", None),
         "num_samples": int(num_samples),
         "versions": dict(versions()),
     }
@@ -424,12 +431,26 @@ class MergingExtractor(_Batching):
         Raw scores per fine frame.
     reduction : float
         Fraction of frames merged away: T' = round((1 - reduction) T), at least 1.
+    min_span_exponent : float, optional
+        ``κ`` in ``[0, 1]``: every output frame spans at least ``(T/T')^κ`` fine frames (see
+        :func:`~adares.functional.merge.normalize_scores`). Default: the importance's own
+        (a bundle's card says it; 0 for the flux).
     """
 
-    def __init__(self, frontend: MelFrontend, importance: Importance, *, reduction: float) -> None:
+    def __init__(
+        self,
+        frontend: MelFrontend,
+        importance: Importance,
+        *,
+        reduction: float,
+        min_span_exponent: float | None = None,
+    ) -> None:
         self.frontend = frontend
         self.importance = importance
         self.reduction = float(reduction)
+        self.min_span_exponent = check_min_span_exponent(
+            importance.min_span_exponent if min_span_exponent is None else min_span_exponent
+        )
         self.name = importance.name
         self.sha256 = importance.sha256
 
@@ -440,7 +461,7 @@ class MergingExtractor(_Batching):
         raw = self.importance.score(samples, power, frontend=self.frontend).to(power.device, torch.float32)
         frames = power.shape[0]
         out_frames = output_lengths(torch.tensor([frames]), reduction=self.reduction).to(power.device)
-        merged = compress(power[None], raw[None], out_frames=out_frames)
+        merged = compress(power[None], raw[None], out_frames=out_frames, min_span_exponent=self.min_span_exponent)
         count = int(merged.lengths[0])
         ranges = merge_spans(
             merged.scores,
@@ -484,7 +505,7 @@ class MergingExtractor(_Batching):
         if raw.shape != (frames,):
             raise ModelError(f"{self.name} gave {tuple(raw.shape)} scores for {frames} frames")
         count = int(output_lengths(torch.tensor([frames]), reduction=self.reduction)[0])
-        scores = normalize_scores(raw[None].to(torch.float32), count)
+        scores = normalize_scores(raw[None].to(torch.float32), count, min_span_exponent=self.min_span_exponent)
         spans = merge_spans(
             scores,
             count,
@@ -512,7 +533,13 @@ class MergingExtractor(_Batching):
             waveform=waveform, lengths=lengths, power=power, frames=frames, frontend=self.frontend
         )
         out_frames = output_lengths(frames, reduction=self.reduction).to(power.device)
-        merged = compress(power, raw.to(power.device, torch.float32), out_frames=out_frames, lengths=frames)
+        merged = compress(
+            power,
+            raw.to(power.device, torch.float32),
+            out_frames=out_frames,
+            lengths=frames,
+            min_span_exponent=self.min_span_exponent,
+        )
         ranges = (
             merge_spans(
                 merged.scores,

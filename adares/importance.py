@@ -52,10 +52,14 @@ class Importance(ABC):
         What the output metadata and the configuration hash record (``"flux"``, a bundle's name).
     sha256 : str or None
         Digest of the weights, for a trained importance; None for a heuristic.
+    min_span_exponent : float
+        The score cap the merge uses with this importance unless told otherwise (see
+        :func:`adares.functional.merge.normalize_scores`); a bundle's card sets it.
     """
 
     name: str
     sha256: str | None = None
+    min_span_exponent: float = 0.0
 
     @abstractmethod
     def score(self, samples: np.ndarray, power: Tensor, *, frontend: MelFrontend) -> Tensor:

@@ -16,7 +16,7 @@ from adares.compressor import Compressor
 from adares.errors import ParameterError
 from adares.extractor import Extractor, FineMelExtractor, MergingExtractor, resolve_device
 from adares.frontend import MelFrontend
-from adares.functional.merge import check_reduction
+from adares.functional.merge import check_min_span_exponent, check_reduction
 from adares.importance import FluxImportance, Importance
 
 __all__ = ["NO_MERGE", "resolve_importance", "resolve_extractor", "model_names"]
@@ -60,20 +60,34 @@ def resolve_importance(model: str, *, device: str | torch.device = "cpu") -> Imp
 
 
 def resolve_extractor(
-    model: str, *, frontend: MelFrontend, reduction: float = 0.5, device: str | torch.device = "cpu"
+    model: str,
+    *,
+    frontend: MelFrontend,
+    reduction: float = 0.5,
+    min_span_exponent: float | None = None,
+    device: str | torch.device = "cpu",
 ) -> Extractor:
     """The extractor for ``model`` on ``frontend``: fine frames, or merged by the model's importance.
+
+    ``min_span_exponent`` caps the merge's scores (see
+    :func:`adares.functional.merge.normalize_scores`); None takes the model's own.
 
     Raises
     ------
     ParameterError
-        If the reduction is outside ``[0, 1)`` or the device is unknown.
+        If the reduction is outside ``[0, 1)``, ``min_span_exponent`` outside ``[0, 1]`` or given
+        with ``"none"`` (which merges nothing), or the device is unknown.
     ModelError
         If the model cannot be found or loaded.
     """
     torch_device = resolve_device(device) if isinstance(device, str) else device
     frontend = frontend.to(torch_device)
     if model == NO_MERGE:
+        if min_span_exponent is not None:
+            raise ParameterError(f"min_span_exponent caps a merge; model {NO_MERGE!r} keeps every fine frame")
         return FineMelExtractor(frontend)
     rho = check_reduction(reduction)
-    return MergingExtractor(frontend, resolve_importance(model, device=torch_device), reduction=rho)
+    if min_span_exponent is not None:
+        check_min_span_exponent(min_span_exponent)  # before loading a model
+    importance = resolve_importance(model, device=torch_device)
+    return MergingExtractor(frontend, importance, reduction=rho, min_span_exponent=min_span_exponent)

@@ -15,15 +15,17 @@ standard error is taken over all (seed, fold) runs, and over tasks for the avera
 Baselines, computed once and cached: ``none`` (fine 5 ms), ``uniform`` (uniform pooling of the
 fine features with adares' own merge: ``adares.diffres.uniform_scores`` and
 ``adares.functional.merge.merge_average``, the extractor's merge with equal scores) and ``flux``
-at the same reduction. A configuration is a model name (``default``, ``flux``) or a bundle path,
-or ``joint``: ``adares train --compressor diffres``'s DiffRes (the paper's setting), trained in
-every run with the classifier on the fine features, the classifier reading its averaged plane
-(``joint-diffres-R``; at 0.75 unless ``--reductions`` says otherwise, reported as ``screen-joint``).
+at the same reduction. A configuration is a model name (``default``, ``flux``) or a bundle path
+(``MODEL@K``: merged with ``min_span_exponent`` K, e.g. ``flux@0.5``), or ``joint``: ``adares
+train --compressor diffres``'s DiffRes (the paper's setting), trained in every run with the
+classifier on the fine features, the classifier reading its averaged plane (``joint-diffres-R``;
+at 0.75 unless ``--reductions`` says otherwise, reported as ``screen-joint``).
 
     python benchmarks/screen.py                            # default at 0.5 and 0.75, seeds 0-7, 4 folds
     python benchmarks/screen.py --configs runs/x/compressor --name x   # a candidate bundle
     python benchmarks/screen.py --seeds 8,9,10,11 --name seeds8-11     # another seed set
     python benchmarks/screen.py --configs joint                        # DiffRes trained jointly, at 0.75
+    python benchmarks/screen.py --configs flux@0.5 --name flux-k05     # flux, merged frames >= (T/T')**0.5
 
 Everything is cached under ``benchmarks/cache/screen`` (git-ignored) and keyed by what determines
 it: extracted features by the extractor's configuration hash (front end, model weights' sha256,
@@ -261,10 +263,27 @@ def _data_key(task: str, rows: Sequence[Mapping[str, str]]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _extract_config(model: str, reduction: float | None):
+def model_and_exponent(config: str) -> tuple[str, float | None]:
+    """``MODEL@K`` is MODEL merged with ``min_span_exponent`` K; a plain MODEL merges as its card says."""
+    model, at, exponent = config.rpartition("@")
+    if not at:
+        return config, None
+    try:
+        return model, float(exponent)
+    except ValueError:
+        raise SystemExit(f"{config!r}: the part after @ must be a min_span_exponent (a number in [0, 1])") from None
+
+
+def _extract_config(config: str, reduction: float | None):
     from adares.pipeline import ExtractConfig
 
-    return ExtractConfig(frontend=dict(FRONTEND), model=model, reduction=0.5 if reduction is None else reduction)
+    model, exponent = model_and_exponent(config)
+    return ExtractConfig(
+        frontend=dict(FRONTEND),
+        model=model,
+        reduction=0.5 if reduction is None else reduction,
+        min_span_exponent=exponent,
+    )
 
 
 def extracted(task: str, model: str, reduction: float | None, *, jobs: int) -> tuple[Path, str]:
@@ -681,12 +700,29 @@ def trained_weights(candidates: Sequence[str]) -> dict[str, str]:
     from adares.registry import resolve_importance
 
     weights = {}
-    for model in candidates:
+    for config in candidates:
+        model = model_and_exponent(config)[0]
         if model not in ("none", "flux", JOINT):
             digest = resolve_importance(model).sha256
             if digest is not None:
-                weights[model] = digest
+                weights[config] = digest
     return weights
+
+
+def merge_exponents(candidates: Sequence[str]) -> dict[str, float]:
+    """The ``min_span_exponent`` each merging candidate extracted with (``@K``, else its card's, else 0).
+
+    With :func:`trained_weights` it names what was screened: one bundle's weights can merge
+    with different caps.
+    """
+    from adares.registry import resolve_importance
+
+    exponents = {}
+    for config in candidates:
+        model, exponent = model_and_exponent(config)
+        if model not in ("none", JOINT):
+            exponents[config] = resolve_importance(model).min_span_exponent if exponent is None else exponent
+    return exponents
 
 
 def report(runs: Mapping[str, Mapping[str, dict[RunKey, float]]], candidates: Sequence[str], reductions, seeds):
@@ -1028,6 +1064,7 @@ def main(argv: list[str] | None = None) -> int:
         "feature_seconds": feature_seconds,
         "json": json_path.name,
         "weights": trained_weights(candidates),
+        "min_span_exponents": merge_exponents(candidates),
     }
     if JOINT in candidates:
         meta["joint"] = joint_meta(all_runs, joint_config(reductions[0], n_mels=n_mels), tasks)

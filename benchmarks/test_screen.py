@@ -315,3 +315,16 @@ def test_make_default_can_train_with_the_screens_classifier():
     for name in ("widths", "kernel_size", "pool_every", "dropout", "weight_decay"):
         assert module.SCREEN_CLASSIFIER[name] == getattr(classifier, name), name
     assert module.SCREEN_CLASSIFIER["time_masks"] == module.SCREEN_CLASSIFIER["freq_masks"] == 0
+
+
+def test_model_at_exponent_configures_the_extractors_cap() -> None:
+    assert screen.model_and_exponent("flux") == ("flux", None)
+    assert screen.model_and_exponent("runs/x@y/compressor@0.5") == ("runs/x@y/compressor", 0.5)
+    config = screen._extract_config("flux@0.5", 0.75)
+    assert (config.model, config.reduction, config.min_span_exponent) == ("flux", 0.75, 0.5)
+    assert screen._extract_config("default", None).min_span_exponent is None
+    assert screen._name("flux@0.5", 0.75) == "flux@0.5-0.75" != screen._name("flux", 0.75)
+    assert screen.trained_weights(["flux@0.5"]) == {}
+    assert screen.merge_exponents(["flux", "flux@0.5", "joint"]) == {"flux": 0.0, "flux@0.5": 0.5}
+    with pytest.raises(SystemExit, match="min_span_exponent"):
+        screen.model_and_exponent("flux@half")

@@ -45,6 +45,14 @@ _PLAIN_EVERY_SECONDS = 10.0
     "--reduction", default=0.5, type=click.FloatRange(0.0, 1.0, max_open=True), help="Fraction of frames merged away."
 )
 @click.option(
+    "--min-span-exponent",
+    default=None,
+    type=click.FloatRange(0.0, 1.0),
+    help="Every merged frame spans at least (T/T')**K fine frames: 0 lets single fine frames through, "
+    "0.5 the geometric mean of the fine hop and the average merged hop, 1 is uniform pooling  "
+    "[default: the model's own; 0 for flux]",
+)
+@click.option(
     "--ext",
     "extensions",
     default=",".join(e.lstrip(".") for e in AUDIO_EXTENSIONS),
@@ -94,6 +102,7 @@ def extract_command(
     log: str,
     model: str,
     reduction: float,
+    min_span_exponent: float | None,
     extensions: str,
     channel: int | None,
     format_: str,
@@ -127,6 +136,7 @@ def extract_command(
         frontend={key: value for key, value in settings.items() if value is not None} | {"preset": preset, "log": log},
         model=model,
         reduction=reduction,
+        min_span_exponent=min_span_exponent,
         format=format_,
         dtype=dtype,
         channel=channel,

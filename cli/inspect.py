@@ -37,11 +37,25 @@ from adares.units import format_ms
     type=click.FloatRange(0.0, 1.0, max_open=True),
     help="For audio input: fraction of frames merged away.",
 )
+@click.option(
+    "--min-span-exponent",
+    default=None,
+    type=click.FloatRange(0.0, 1.0),
+    help="For audio input: every merged frame spans at least (T/T')**K fine frames  [default: the model's own]",
+)
 @click.option("--hop", default="5ms", help="For audio input: fine hop.")
 @click.option("--n-mels", default=128, type=click.IntRange(min=1), help="For audio input: mel bins.")
 @click.option("--sr", default=16000, type=click.IntRange(min=1), help="For audio input: sampling rate.")
 def inspect_command(
-    file: str, output: str | None, audio: str | None, model: str, reduction: float, hop: str, n_mels: int, sr: int
+    file: str,
+    output: str | None,
+    audio: str | None,
+    model: str,
+    reduction: float,
+    min_span_exponent: float | None,
+    hop: str,
+    n_mels: int,
+    sr: int,
 ) -> None:
     """Describe an audio file's features or a feature file written by `adares extract`; -o draws them.
 
@@ -69,7 +83,9 @@ def inspect_command(
     else:
         frontend = MelFrontend(sr=sr, hop=hop, n_mels=n_mels)
         samples, _ = load(path, sr=sr)
-        extractor = resolve_extractor(model, frontend=frontend, reduction=reduction)
+        extractor = resolve_extractor(
+            model, frontend=frontend, reduction=reduction, min_span_exponent=min_span_exponent
+        )
         features = extractor(samples, meta={"source": path.name})
     click.echo(describe(features, name=str(path)))
     if output is not None:
@@ -129,10 +145,12 @@ def describe(features: Features, *, name: str) -> str:
             f"fine grid   {fine_frames} frames at {format_ms(hop, sr=features.sr)} hop "
             f"({meta.get('preset', '?')} preset, log {meta.get('log', '?')})"
         )
-    lines.append(
-        f"compression {fine_frames / max(features.num_frames, 1):.2f}x"
-        + (f" (reduction {meta['reduction']:g})" if meta.get("reduction") is not None else " (no merging)")
-    )
+    merge = "no merging"
+    if meta.get("reduction") is not None:
+        merge = f"reduction {meta['reduction']:g}"
+        if meta.get("min_span_exponent"):
+            merge += f", min_span_exponent {meta['min_span_exponent']:g}"
+    lines.append(f"compression {fine_frames / max(features.num_frames, 1):.2f}x ({merge})")
     if len(durations_ms):
         lines.append(
             f"frame span  shortest {durations_ms.min():.2f} ms, median {np.median(durations_ms):.2f} ms, "

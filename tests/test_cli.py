@@ -64,6 +64,9 @@ def test_bad_usage_exits_2_with_one_line(tmp_path):
     assert "110.25" in result.stderr and "Traceback" not in result.stderr
     assert run("extract", str(tmp_path / "missing"), str(tmp_path / "out")).exit_code == 2
     assert run("extract", str(root), str(tmp_path / "out"), "--reduction", "1.5").exit_code == 2
+    assert run("extract", str(root), str(tmp_path / "out"), "--min-span-exponent", "1.5").exit_code == 2
+    result = run("extract", str(root), str(tmp_path / "out"), "--model", "none", "--min-span-exponent", "0.5")
+    assert result.exit_code == 2 and "keeps every fine frame" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_configuration_mismatch_exits_2(tmp_path):

@@ -97,6 +97,34 @@ def test_export_from_a_diffres_module(tmp_path):
     assert bundle.reduction == 0.75
 
 
+def test_a_bundle_keeps_its_min_span_exponent_and_merges_with_it(tmp_path):
+    plain = _bundle(tmp_path)
+    assert "min_span_exponent" not in plain.card and plain.min_span_exponent == 0.0
+    capped = export_bundle(
+        DiffRes(16, reduction=0.75, kernel_size=3, channels=[4, 2, 1], min_span_exponent=0.5),
+        tmp_path / "capped",
+        frontend={"sr": SR, "hop": "5ms", "win": "25ms", "n_mels": 16},
+        reduction=0.75,
+    )
+    assert capped.card["min_span_exponent"] == 0.5
+    loaded = Compressor.load(tmp_path / "capped")
+    assert loaded.min_span_exponent == 0.5 and loaded.card == capped.card
+    features = loaded(_waveform(1.0), SR)
+    # At ρ = 0.75 and κ = 0.5 no merged frame is narrower than two 80-sample hops (to a sample).
+    assert int((features.spans[:, 1] - features.spans[:, 0]).min()) >= 2 * 80 - 1
+    assert float(features.scores.max()) <= 0.5 + 1e-6 and features.meta["min_span_exponent"] == 0.5
+
+
+@pytest.mark.parametrize("exponent", [1.5, -1, "half"])
+def test_a_card_with_a_bad_min_span_exponent_is_refused(tmp_path, exponent):
+    _bundle(tmp_path)
+    card = json.loads((tmp_path / "tiny" / "config.json").read_text())
+    card["min_span_exponent"] = exponent
+    (tmp_path / "tiny" / "config.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="min_span_exponent must be a number in"):
+        Compressor.load(tmp_path / "tiny")
+
+
 def test_tampered_weights_are_refused(tmp_path):
     _bundle(tmp_path)
     weights = tmp_path / "tiny" / "weights.safetensors"

@@ -471,6 +471,19 @@ def test_flux_compressor_is_parameter_free_diffres():
     torch.testing.assert_close(out.scores, expected)
 
 
+@pytest.mark.parametrize("cls", [DiffRes, FluxCompressor])
+def test_min_span_exponent_caps_the_scores_of_a_score_merge(cls):
+    x, lengths = _log_mel(2, 40, 8), torch.tensor([40, 33])
+    module = cls(8, reduction=0.75, min_span_exponent=0.5)
+    out = module(x, lengths)
+    for b in range(2):
+        cap = (int(out.lengths[b]) / int(lengths[b])) ** 0.5
+        assert float(out.scores[b].detach().max()) <= cap + 1e-6
+        assert float(out.scores[b].detach().sum()) == pytest.approx(int(out.lengths[b]), rel=1e-5)
+    with pytest.raises(ParameterError, match="min_span_exponent"):
+        cls(8, min_span_exponent=-0.5)
+
+
 @pytest.mark.parametrize("cls", [AvgPoolCompressor, MaxPoolCompressor, ChangeHopCompressor, FluxCompressor])
 def test_baselines_share_the_interface(cls):
     module = cls(8, reduction=0.5)

@@ -74,6 +74,32 @@ def test_bad_settings():
     assert resolve_device("auto").type in ("cpu", "cuda")
 
 
+def test_min_span_exponent_bounds_every_merged_frame_in_every_path():
+    frontend = MelFrontend()
+    extractor = resolve_extractor("flux", frontend=frontend, reduction=0.75, min_span_exponent=0.5)
+    uncapped = resolve_extractor("flux", frontend=frontend, reduction=0.75)
+    items = [synth(seconds, seed=i) for i, seconds in enumerate([1.0, 0.37, 1.6])]
+    for samples, batched in zip(items, extractor.batch(items, metas=[None] * 3), strict=True):
+        alone = extractor(samples)
+        widths = alone.spans[:, 1] - alone.spans[:, 0]
+        # The flux keeps the bursts' onsets at single fine frames; the cap keeps them at 2 hops.
+        assert (uncapped(samples).spans[:, 1] - uncapped(samples).spans[:, 0]).min() < 2 * frontend.hop_samples
+        # (The last frame ends where the file does, inside its last fine frame.)
+        assert widths[:-1].min() >= 2 * frontend.hop_samples - 1
+        assert alone.meta["min_span_exponent"] == 0.5 and uncapped(samples).meta["min_span_exponent"] == 0.0
+        np.testing.assert_allclose(batched.mel, alone.mel, rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(batched.spans, alone.spans)
+    _assert_streaming_equals_in_memory(extractor, _recording(1))
+
+
+def test_min_span_exponent_is_checked_and_refused_without_a_merge():
+    with pytest.raises(ParameterError, match="keeps every fine frame"):
+        resolve_extractor("none", frontend=MelFrontend(), min_span_exponent=0.5)
+    with pytest.raises(ParameterError, match="min_span_exponent must be a number in"):
+        resolve_extractor("flux", frontend=MelFrontend(), min_span_exponent=2.0)
+    assert resolve_extractor("none", frontend=MelFrontend())(synth(0.2)).meta["min_span_exponent"] is None
+
+
 @pytest.mark.parametrize("model", ["none", "flux", "default"])
 @pytest.mark.parametrize("settings", [{}, {"n_mels": 40, "hop": "10ms"}, {"preset": "kaldi"}])
 @pytest.mark.filterwarnings("ignore::adares.errors.ValidationWarning")

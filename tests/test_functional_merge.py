@@ -42,17 +42,17 @@ def _one_thread():
 # references: one item at a time, float64, loops and dense matrices
 
 
-def ref_normalize(raw: np.ndarray, target: int) -> np.ndarray:
-    """Bisection on λ for Σ min(1, λ·raw) = target."""
+def ref_normalize(raw: np.ndarray, target: int, cap: float = 1.0) -> np.ndarray:
+    """Bisection on λ for Σ min(cap, λ·raw) = target."""
     target = min(target, len(raw))
-    low, high = 0.0, 1.0 / raw.min()
+    low, high = 0.0, cap / raw.min()
     for _ in range(200):
         lam = 0.5 * (low + high)
-        if np.minimum(1.0, lam * raw).sum() < target:
+        if np.minimum(cap, lam * raw).sum() < target:
             low = lam
         else:
             high = lam
-    return np.minimum(1.0, high * raw)
+    return np.minimum(cap, high * raw)
 
 
 def ref_weights(s: np.ndarray, out: int) -> np.ndarray:
@@ -164,6 +164,64 @@ def test_normalize_scores_properties(data):
         order = torch.argsort(raw[b, :n])
         assert torch.all(torch.diff(item[order]) >= -1e-12)
         np.testing.assert_allclose(item.numpy(), ref_normalize(raw[b, :n].numpy(), target), rtol=1e-9, atol=1e-12)
+
+
+@settings(max_examples=80, deadline=None)
+@given(batches(), st.floats(0.0, 1.0))
+def test_normalize_scores_min_span_exponent_caps_every_score(data, exponent):
+    lengths, outs, raw, _ = data
+    scores = normalize_scores(raw, outs, lengths, min_span_exponent=exponent)
+    for b in range(len(lengths)):
+        n, target = int(lengths[b]), int(outs[b])
+        cap = (target / n) ** exponent
+        item = scores[b, :n]
+        assert torch.all(scores[b, n:] == 0)
+        assert abs(float(item.sum()) - target) <= 1e-9 * target
+        assert float(item.max()) <= cap * (1 + 1e-12) and float(item.min()) > 0.0
+        order = torch.argsort(raw[b, :n])
+        assert torch.all(torch.diff(item[order]) >= -1e-12)
+        np.testing.assert_allclose(item.numpy(), ref_normalize(raw[b, :n].numpy(), target, cap), rtol=1e-9, atol=1e-12)
+
+
+def test_min_span_exponent_zero_is_the_uncapped_normalisation_and_one_is_uniform():
+    gen = torch.Generator().manual_seed(5)
+    raw = torch.rand(3, 50, generator=gen) ** 3
+    lengths, outs = torch.tensor([50, 33, 7]), torch.tensor([12, 30, 2])
+    assert torch.equal(
+        normalize_scores(raw, outs, lengths, min_span_exponent=0.0), normalize_scores(raw, outs, lengths)
+    )
+    uniform = normalize_scores(raw, outs, lengths, min_span_exponent=1.0)
+    for b in range(3):
+        n = int(lengths[b])
+        np.testing.assert_allclose(uniform[b, :n].numpy(), np.full(n, int(outs[b]) / n), rtol=1e-6)
+
+
+def test_min_span_exponent_keeps_every_output_frame_at_least_that_wide():
+    # One sharp peak: uncapped it keeps a fine frame to itself; at κ = 0.5 and ρ = 0.75 the finest
+    # output frame spans sqrt(4) = 2 fine frames.
+    raw = torch.full((1, 40), 0.01, dtype=torch.float64)
+    raw[0, 20] = 1.0
+    assert float(normalize_scores(raw, 10).max()) == 1.0
+    capped = normalize_scores(raw, 10, min_span_exponent=0.5)
+    assert float(capped.max()) == pytest.approx(0.5)
+    spans = merge.spans(capped, 10, hop_samples=1, num_samples=40)
+    assert int((spans[0, :, 1] - spans[0, :, 0]).min()) >= 2
+
+
+def test_normalize_scores_gradcheck_with_a_cap():
+    gen = torch.Generator().manual_seed(4)
+    raw = (0.05 + torch.rand(2, 9, generator=gen, dtype=torch.float64)).requires_grad_()
+    raw.data[0, 0] = 5.0  # capped: constant, no gradient through it
+    lengths = torch.tensor([9, 6])
+    assert torch.autograd.gradcheck(
+        lambda r: normalize_scores(r, torch.tensor([4, 3]), lengths, min_span_exponent=0.5), (raw,)
+    )
+
+
+@pytest.mark.parametrize("exponent", [-0.1, 1.5, float("nan"), "0.5", True, None])
+def test_normalize_scores_rejects_bad_min_span_exponent(exponent):
+    with pytest.raises(ParameterError, match="min_span_exponent must be a number in"):
+        normalize_scores(torch.rand(1, 5), 2, min_span_exponent=exponent)
 
 
 def test_normalize_scores_caps_and_refills():

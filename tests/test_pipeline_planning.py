@@ -88,3 +88,15 @@ def test_unchanged_finished_files_are_skipped_and_the_rest_planned(tmp_path):
         corpus.prepare_output(config_hash="c2", overwrite=False)
     corpus.prepare_output(config_hash="c2", overwrite=True)
     assert len(corpus.manifest) == 0 and corpus.manifest.path.read_text() == ""
+
+
+def test_min_span_exponent_enters_the_hashes_only_when_it_changes_the_output():
+    flux = ExtractConfig(model="flux", reduction=0.75)
+    zero = ExtractConfig(model="flux", reduction=0.75, min_span_exponent=0.0)
+    capped = ExtractConfig(model="flux", reduction=0.75, min_span_exponent=0.5)
+    hashes = [config.config_hash(config.build_extractor()) for config in (flux, zero, capped)]
+    # Unset (the flux's own 0) and an explicit 0 write the same files; a cap writes others.
+    assert hashes[0] == hashes[1] != hashes[2]
+    assert "min_span_exponent" not in flux.identity(flux.build_extractor())
+    assert capped.identity(capped.build_extractor())["min_span_exponent"] == 0.5
+    assert len({flux.request_hash(), zero.request_hash(), capped.request_hash()}) == 3

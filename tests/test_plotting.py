@@ -72,6 +72,24 @@ def test_inspect_audio_and_npz(tmp_path):
     assert "compressor  none" in result.output
 
 
+def test_inspect_audio_with_a_capped_merge(tmp_path):
+    wav = tmp_path / "x.wav"
+    sf.write(wav, synth(0.5), SR)
+    flags = ["--n-mels", "40", "--model", "flux", "--reduction", "0.75"]
+    capped = CliRunner().invoke(main, ["inspect", str(wav), *flags, "--min-span-exponent", "0.5"])
+    assert capped.exit_code == 0, capped.output
+    assert "(reduction 0.75, min_span_exponent 0.5)" in capped.output
+    uncapped = CliRunner().invoke(main, ["inspect", str(wav), *flags])
+    assert "(reduction 0.75)" in uncapped.output
+
+    def shortest_ms(output: str) -> float:
+        return float(output.split("frame span  shortest ")[1].split(" ms")[0])
+
+    # Two 5 ms fine frames at least, less where the file's first and last frames are cut short
+    # (half a hop each, centred); uncapped, the burst's onset keeps a fine frame to itself.
+    assert shortest_ms(capped.output) >= 7.5 > shortest_ms(uncapped.output)
+
+
 def test_inspect_audio_runs_the_shipped_compressor_by_default(tmp_path):
     wav = tmp_path / "x.wav"
     sf.write(wav, synth(0.5), SR)

@@ -91,3 +91,36 @@ def test_the_card_takes_screen_figures_only_for_its_own_weights(tmp_path: Path) 
     del results["summary"]["cand-0.75"]
     path.write_text(json.dumps(results))
     assert make_default.screen_figures(path, sha256="abc") is None
+
+
+def test_the_card_takes_screen_figures_only_for_the_cap_it_merges_with(tmp_path: Path) -> None:
+    import json
+
+    entry = {"mean": {"vs": {"none": {"mean": 0.5, "sem": 0.25, "runs": 8}}}}
+    results = {
+        "meta": {
+            "weights": {"runs/plain": "abc", "runs/capped": "abc"},
+            "min_span_exponents": {"runs/plain": 0.0, "runs/capped": 0.5},
+            "seeds": [0, 1],
+            "folds": 4,
+        },
+        "summary": {f"{name}-{r}": entry for name in ("plain", "capped") for r in ("0.5", "0.75")},
+    }
+    path = tmp_path / "screen.json"
+    path.write_text(json.dumps(results))
+    make_default = _make_default()
+    assert make_default.screen_figures(path, sha256="abc")["screened_as"] == "runs/plain"
+    assert make_default.screen_figures(path, sha256="abc", min_span_exponent=0.5)["screened_as"] == "runs/capped"
+    assert make_default.screen_figures(path, sha256="abc", min_span_exponent=0.25) is None
+
+
+def test_the_card_records_its_cap_where_a_compressor_writes_it() -> None:
+    make_default = _make_default()
+    card = {"name": "default", "reduction": 0.5, "validated": {}, "min_span_exponent": 0.25}
+    assert list(make_default.with_min_span_exponent(card, 0.5).items()) == [
+        ("name", "default"),
+        ("reduction", 0.5),
+        ("min_span_exponent", 0.5),
+        ("validated", {}),
+    ]
+    assert "min_span_exponent" not in make_default.with_min_span_exponent(card, 0.0)

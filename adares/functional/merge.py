@@ -50,6 +50,7 @@ __all__ = [
     "compress",
     "Compressed",
     "check_reduction",
+    "check_min_span_exponent",
     "merge_average_blocks",
 ]
 
@@ -190,6 +191,22 @@ def check_reduction(reduction: float) -> float:
     return float(reduction)
 
 
+def check_min_span_exponent(exponent: float) -> float:
+    """``exponent`` as a float, checked: a number in ``[0, 1]`` (see :func:`normalize_scores`).
+
+    Raises
+    ------
+    ParameterError
+        If it is not a finite number in ``[0, 1]``.
+    """
+    if isinstance(exponent, bool) or not isinstance(exponent, (int, float)) or not 0.0 <= exponent <= 1.0:
+        raise ParameterError(
+            f"min_span_exponent must be a number in [0, 1] (0: single fine frames may stay unmerged; "
+            f"1: uniform pooling), got {exponent!r}"
+        )
+    return float(exponent)
+
+
 def _keep_fraction(reduction: float) -> Fraction:
     if isinstance(reduction, bool) or not isinstance(reduction, (int, float)) or not math.isfinite(reduction):
         raise ParameterError(f"reduction must be a number in [0, 1), got {reduction!r}")
@@ -198,14 +215,23 @@ def _keep_fraction(reduction: float) -> Fraction:
     return 1 - Fraction(repr(float(reduction))).limit_denominator(10**6)
 
 
-def normalize_scores(raw: Tensor, out_frames: int | Tensor, lengths: Tensor | None = None) -> Tensor:
-    """Scale raw importance so each item's scores sum to exactly ``T'`` with none above 1.
+def normalize_scores(
+    raw: Tensor, out_frames: int | Tensor, lengths: Tensor | None = None, *, min_span_exponent: float = 0.0
+) -> Tensor:
+    """Scale raw importance so each item's scores sum to exactly ``T'`` with none above a cap.
 
-    Capped water-filling: find ``λ`` with ``Σ_i min(1, λ·raw_i) = T'``. Sorting the raw scores
-    in decreasing order, the ``k`` largest are capped at 1 and the rest scaled by
-    ``λ = (T' - k) / Σ_uncapped raw``; ``k`` is the smallest count for which the first uncapped
-    score stays at or below 1. Solved for every item at once (a sort and a suffix sum, no loop).
-    The map is monotone, so the order of the scores is kept.
+    Capped water-filling: find ``λ`` with ``Σ_i min(c, λ·raw_i) = T'``. Sorting the raw scores
+    in decreasing order, the ``k`` largest are capped at ``c`` and the rest scaled by
+    ``λ = (T' - k·c) / Σ_uncapped raw``; ``k`` is the smallest count for which the first uncapped
+    score stays at or below ``c``. Solved for every item at once (a sort and a suffix sum, no
+    loop). The map is monotone, so the order of the scores is kept.
+
+    The cap is ``c = (T'/T)^κ`` with ``κ = min_span_exponent``: a score is the share of an output
+    frame a fine frame fills, so every output frame spans at least ``(T/T')^κ`` fine frames. ``κ = 0``
+    (``c = 1``, the DiffRes paper's normalisation) lets the most important fine frames pass
+    unmerged; ``κ = 1`` gives every frame ``T'/T``, uniform pooling; ``κ = 0.5`` keeps the finest
+    output frame at the geometric mean of one fine frame and the average output frame (2 fine
+    frames at ``ρ = 0.75``, about 1.4 at ``ρ = 0.5``).
 
     Parameters
     ----------
@@ -216,24 +242,32 @@ def normalize_scores(raw: Tensor, out_frames: int | Tensor, lengths: Tensor | No
         Target sum ``T'`` per item, clamped to the item's length (``T' >= T`` gives all ones).
     lengths : torch.Tensor [shape=(B,)], integer, optional
         Valid frames per item; None means all ``T``.
+    min_span_exponent : float
+        ``κ`` in ``[0, 1]``: the cap on every score is ``(T'_b/T_b)^κ``.
 
     Returns
     -------
     torch.Tensor [shape=(B, T)], dtype of ``raw``
-        Scores in ``(0, 1]`` on valid frames summing to ``T'_b`` (to float rounding), 0 on
+        Scores in ``(0, c_b]`` on valid frames summing to ``T'_b`` (to float rounding), 0 on
         padding. Differentiable with respect to ``raw``: the gradient flows through ``λ`` to the
-        uncapped scores; capped scores are constant 1.
+        uncapped scores; capped scores are the constant ``c_b``.
 
     Raises
     ------
     ParameterError
-        On bad shapes, non-finite or negative raw scores, or bad ``out_frames``/``lengths``.
+        On bad shapes, non-finite or negative raw scores, bad ``out_frames``/``lengths``, or a
+        ``min_span_exponent`` outside ``[0, 1]``.
     """
     _check_scores(raw, "raw")
     batch, frames = raw.shape
     lengths = _resolve_lengths(lengths, batch=batch, frames=frames, device=raw.device)
     counts = _resolve_out_frames(out_frames, lengths)
+    exponent = check_min_span_exponent(min_span_exponent)
     mask = _frame_mask(lengths, frames)
+    # Water-filling with cap c and target T' is c times water-filling with cap 1 and target T'/c
+    # (at most T: the cap is never below the uniform score T'/T). c = 1 exactly when κ = 0.
+    cap = (counts.to(torch.float64) / lengths.clamp_min(1).to(torch.float64)) ** exponent
+    target = torch.minimum(counts.to(torch.float64) / cap, lengths.to(torch.float64))
 
     r = torch.where(mask, raw.to(torch.float64), 1.0)
     if r.numel():
@@ -255,15 +289,16 @@ def normalize_scores(raw: Tensor, out_frames: int | Tensor, lengths: Tensor | No
         # suffix[b, k] = sum of the scores ranked k and below (padding ranks last, adding 0).
         suffix = torch.flip(torch.cumsum(torch.flip(ordered, [1]), 1), [1])
         rank = torch.arange(frames, device=raw.device)
-        fits = (counts[:, None] - rank[None, :]).to(torch.float64) * ordered <= suffix
-        # The first k that fits exists and is < T': at k = T' - 1 the test reads r <= r + (rest >= 0).
+        fits = (target[:, None] - rank[None, :]) * ordered <= suffix
+        # The first k that fits exists and is below the target: at k = ceil(target) - 1 the test
+        # reads a * r <= r + (rest >= 0) with a in (0, 1].
         capped_count = torch.argmax(fits.to(torch.uint8), dim=1)
         ranks = torch.empty_like(order).scatter_(1, order, rank.expand_as(order).contiguous())
         capped = ranks < capped_count[:, None]
 
     uncapped_sum = torch.where(capped, 0.0, r).sum(1)
-    lam = (counts - capped_count).to(torch.float64) / uncapped_sum
-    scores = torch.where(capped, 1.0, (lam[:, None] * r).clamp(max=1.0))
+    lam = (target - capped_count.to(torch.float64)) / uncapped_sum
+    scores = torch.where(capped, 1.0, (lam[:, None] * r).clamp(max=1.0)) * cap[:, None]
     return torch.where(mask, scores, 0.0).to(raw.dtype)
 
 
@@ -901,7 +936,12 @@ class Compressed(NamedTuple):
 
 
 def compress(
-    power: Tensor, scores_raw: Tensor, *, out_frames: int | Tensor, lengths: Tensor | None = None
+    power: Tensor,
+    scores_raw: Tensor,
+    *,
+    out_frames: int | Tensor,
+    lengths: Tensor | None = None,
+    min_span_exponent: float = 0.0,
 ) -> Compressed:
     """Normalise raw scores and merge linear power with them: the inference path in one call.
 
@@ -918,6 +958,8 @@ def compress(
         Output frames per item (see :func:`output_lengths`).
     lengths : torch.Tensor [shape=(B,)], optional
         Valid fine frames per item.
+    min_span_exponent : float
+        Caps the scores (see :func:`normalize_scores`).
 
     Returns
     -------
@@ -929,5 +971,5 @@ def compress(
     batch, frames = scores_raw.shape
     lengths = _resolve_lengths(lengths, batch=batch, frames=frames, device=power.device)
     counts = _resolve_out_frames(out_frames, lengths)
-    scores = normalize_scores(scores_raw, counts, lengths)
+    scores = normalize_scores(scores_raw, counts, lengths, min_span_exponent=min_span_exponent)
     return Compressed(merge_average(power, scores, counts, lengths), scores, counts)

@@ -38,6 +38,10 @@ class ExtractConfig:
         pretrained compressor name, or a bundle folder.
     reduction : float
         Fraction of frames merged away when a compressor runs (T' = round((1 - reduction) T)).
+    min_span_exponent : float or None
+        ``κ`` in ``[0, 1]``: every merged frame spans at least ``(T/T')^κ`` fine frames (see
+        :func:`adares.functional.merge.normalize_scores`). None: the model's own (its card's; 0
+        for ``flux``).
     format : str
         ``"npz"`` (one file per input), ``"hdf5"``, or ``"shards"`` (WebDataset tar shards).
     channel : int or None
@@ -54,6 +58,7 @@ class ExtractConfig:
     frontend: dict[str, Any] = field(default_factory=dict)
     model: str = "default"
     reduction: float = 0.5
+    min_span_exponent: float | None = None
     format: str = "npz"
     channel: int | None = None
     device: str = "cpu"
@@ -71,18 +76,28 @@ class ExtractConfig:
         from adares.registry import resolve_extractor
 
         frontend = MelFrontend(**self.frontend)
-        return resolve_extractor(self.model, frontend=frontend, reduction=self.reduction, device=self.device)
+        return resolve_extractor(
+            self.model,
+            frontend=frontend,
+            reduction=self.reduction,
+            min_span_exponent=self.min_span_exponent,
+            device=self.device,
+        )
 
     def identity(self, extractor: Any) -> dict[str, Any]:
         """The settings that define the output, resolved (defaults filled in, model hashed)."""
-        return {
-            "frontend": extractor.frontend.config(),
-            "compressor": extractor.name,
-            "compressor_sha256": extractor.sha256,
-            "reduction": None if self.model == "none" else self.reduction,
-            "format": self.format,
-            "channel": self.channel,
-        } | ({} if self.dtype == "float32" else {"dtype": self.dtype})
+        return (
+            {
+                "frontend": extractor.frontend.config(),
+                "compressor": extractor.name,
+                "compressor_sha256": extractor.sha256,
+                "reduction": None if self.model == "none" else self.reduction,
+                "format": self.format,
+                "channel": self.channel,
+            }
+            | ({} if self.dtype == "float32" else {"dtype": self.dtype})
+            | _span_identity(extractor)
+        )
 
     def config_hash(self, extractor: Any) -> str:
         """Short sha256 of :meth:`identity`: equal hashes mean interchangeable outputs."""
@@ -104,7 +119,13 @@ class ExtractConfig:
         return identity_hash({"settings": settings, "adares": __version__, "model_files": _model_files(self.model)})
 
 
-_LAYOUT_DEFAULTS = {"dtype": "float32", "shard_files": 1000, "shard_bytes": 1 << 30}
+_LAYOUT_DEFAULTS = {"dtype": "float32", "shard_files": 1000, "shard_bytes": 1 << 30, "min_span_exponent": None}
+
+
+def _span_identity(extractor: Any) -> dict[str, Any]:
+    """The score cap the extractor merges with, when it has one (absent: the hashes from before it)."""
+    exponent = getattr(extractor, "min_span_exponent", 0.0)
+    return {"min_span_exponent": exponent} if exponent else {}
 
 
 def identity_hash(identity: dict[str, Any]) -> str:

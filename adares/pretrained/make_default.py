@@ -29,8 +29,10 @@ ROOT = Path(__file__).resolve().parents[2]
 TASKS = ("keywords", "pitch", "drums")
 HOPS = ("2.5ms", "5ms", "10ms")
 REDUCTIONS = (0.5, 0.75)
-# The shipped recipe (each a flag below): the estimator's own peak learning rate (None: the classifiers').
+# The shipped recipe (each a flag below): the estimator's own peak learning rate (None: the classifiers'),
+# and the score cap its merges use at extraction (see adares.functional.merge.normalize_scores).
 COMPRESSOR_LR: float | None = None
+MIN_SPAN_EXPONENT = 0.0
 DESCRIPTION = (
     "Importance estimator that starts at the training-free spectral flux and learns a correction: raw score = "
     "{flux} x exp(gain x CNN(log-mel)), the CNN a residual 1-D network (channels 128-32-16-8-4-1, kernel 5, each "
@@ -63,18 +65,35 @@ SCREEN_CLASSIFIER = {
 SCREENED = (0.5, 0.75)
 
 
-def screen_figures(path: Path, *, sha256: str) -> dict | None:
+def with_min_span_exponent(card: dict, exponent: float) -> dict:
+    """``card`` with its ``min_span_exponent`` after ``reduction``, where a Compressor writes it (none when 0)."""
+    out = {}
+    for key, value in card.items():
+        if key != "min_span_exponent":
+            out[key] = value
+        if key == "reduction" and exponent:
+            out["min_span_exponent"] = exponent
+    return out
+
+
+def screen_figures(path: Path, *, sha256: str, min_span_exponent: float = 0.0) -> dict | None:
     """The task-averaged paired differences that ``path`` (a ``screen.py`` results file) holds for this bundle.
 
-    The bundle is the screened configuration whose weights' digest is ``sha256``; None if there is
-    none, or it was not screened at every :data:`SCREENED` reduction, so a card never carries
+    The bundle is the screened configuration whose weights' digest is ``sha256`` and that merged
+    with ``min_span_exponent`` (screens from before it was recorded merged with 0); None if there
+    is none, or it was not screened at every :data:`SCREENED` reduction, so a card never carries
     another bundle's figures.
     """
     if not path.is_file():
         return None
     results = json.loads(path.read_text())
     summary, meta = results.get("summary", {}), results.get("meta", {})
-    models = [model for model, digest in meta.get("weights", {}).items() if digest == sha256]
+    exponents = meta.get("min_span_exponents", {})
+    models = [
+        model
+        for model, digest in meta.get("weights", {}).items()
+        if digest == sha256 and exponents.get(model, 0.0) == min_span_exponent
+    ]
     if not models:
         return None
     names = {r: f"{Path(models[0]).name}-{r:g}" for r in SCREENED}
@@ -143,6 +162,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--compressor-lr", type=float, default=COMPRESSOR_LR, help="estimator's peak learning rate")
     parser.add_argument(
+        "--min-span-exponent",
+        type=float,
+        default=MIN_SPAN_EXPONENT,
+        help="the score cap the bundle's merges use at extraction, recorded in its card (every merged frame "
+        "spans at least (T/T')**K fine frames; the estimator trains without it) [%(default)s]",
+    )
+    parser.add_argument(
         "--screen",
         type=Path,
         default=ROOT / "benchmarks" / "results" / "screen-wide-candidates.json",
@@ -162,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--learn-sharpness and --flux-power need --flux-base")
     if not args.flux_power > 0.0:
         parser.error(f"--flux-power must be positive, got {args.flux_power}")
+    if not 0.0 <= args.min_span_exponent <= 1.0:
+        parser.error(f"--min-span-exponent must lie in [0, 1], got {args.min_span_exponent}")
     missing = [task for task in TASKS if not (args.data / task / "labels.csv").is_file()]
     if missing:
         parser.error(f"missing datasets {', '.join(missing)} under {args.data}: run `make data` first")
@@ -223,9 +251,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args.out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(args.work / "compressor" / "weights.safetensors", args.out / "weights.safetensors")
-    card = json.loads((args.work / "compressor" / "config.json").read_text())
+    card = with_min_span_exponent(
+        json.loads((args.work / "compressor" / "config.json").read_text()), args.min_span_exponent
+    )
     card["description"] = description  # also when --work held a finished run of an earlier description
-    figures = screen_figures(args.screen, sha256=card["weights"]["sha256"])
+    figures = screen_figures(args.screen, sha256=card["weights"]["sha256"], min_span_exponent=args.min_span_exponent)
     if figures is not None:
         card["metrics"]["screen"] = figures
     else:
