@@ -124,3 +124,43 @@ def test_the_card_records_its_cap_where_a_compressor_writes_it() -> None:
         ("validated", {}),
     ]
     assert "min_span_exponent" not in make_default.with_min_span_exponent(card, 0.0)
+
+
+def test_card_only_rewrites_the_card_as_a_full_run_would(tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from adares.compressor import Compressor
+
+    shipped = Path(__file__).resolve().parents[1] / "adares" / "pretrained" / "default"
+    out = tmp_path / "default"
+    shutil.copytree(shipped, out)
+    weights = (out / "weights.safetensors").read_bytes()
+    sha256 = json.loads((out / "config.json").read_text())["weights"]["sha256"]
+    entry = {"mean": {"vs": {"flux-0.75": {"mean": 0.25, "sem": 0.24, "runs": 64}}}}
+    screen = tmp_path / "screen.json"
+    screen.write_text(
+        json.dumps(
+            {
+                "meta": {
+                    "weights": {"default": sha256},
+                    "min_span_exponents": {"default": 0.5},
+                    "seeds": [0],
+                    "folds": 4,
+                },
+                "summary": {"default-0.5": entry, "default-0.75": entry},
+            }
+        )
+    )
+    make_default = _make_default()
+    argv = ["--out", str(out), "--card-only", "--screen", str(screen), "--data", str(tmp_path / "no-data")]
+    assert make_default.main([*argv, "--min-span-exponent", "0.5"]) == 0
+    capped = Compressor.load(out)
+    assert capped.min_span_exponent == 0.5 and (out / "weights.safetensors").read_bytes() == weights
+    assert "(T'/T)^0.5" in capped.card["description"]
+    assert capped.card["metrics"]["screen"]["reduction 0.75"] == {"flux-0.75": {"mean": 0.25, "sem": 0.24}}
+    # Without the cap the same screen holds no figures of what the bundle then merges as.
+    assert make_default.main([*argv, "--min-span-exponent", "0"]) == 0
+    plain = Compressor.load(out)
+    assert plain.min_span_exponent == 0.0 and "min_span_exponent" not in plain.card
+    assert "screen" not in plain.card["metrics"] and "(T'/T)" not in plain.card["description"]

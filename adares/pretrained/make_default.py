@@ -40,8 +40,13 @@ DESCRIPTION = (
     "{untrained}. Trained jointly with one classifier per task (reading the averaged plane, what adares "
     "extract writes) on the wide variety of the adares benchmark tasks keywords, pitch and drums, at hops 2.5, 5 "
     "and 10 ms and reductions {reductions}. It reads its own analysis of the audio (16 kHz, 128 mels, 25 ms "
-    "window, at your hop) and its scores merge your front end's linear mel power, whatever its mel count. What "
-    "the learned correction adds over flux on the screen (group folds, paired runs) is in metrics.screen."
+    "window, at your hop) and its scores merge your front end's linear mel power, whatever its mel count.{cap} "
+    "What the learned correction adds over flux on the screen (group folds, paired runs) is in metrics.screen."
+)
+CAP_DESCRIPTION = (
+    " Its merges cap every score at (T'/T)^{exponent:g} (min_span_exponent), so every merged frame spans at least "
+    "(T/T')^{exponent:g} fine frames ({at_075:.2g} at reduction 0.75, {at_05:.2g} at 0.5): no onset keeps a single "
+    "fine frame to itself (the estimator trained without the cap)."
 )
 PLAIN_DESCRIPTION = (
     "Importance estimator: the sigmoid of a residual 1-D CNN (channels 128-32-16-8-4-1, kernel 5, each clip's "
@@ -126,6 +131,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=None, help="override the trainer's default")
     parser.add_argument("--restart", action="store_true", help="ignore a checkpoint in --work")
     parser.add_argument(
+        "--card-only",
+        action="store_true",
+        help="train nothing: rewrite the card of the bundle in --out (cap, description, screen figures), "
+        "as a full run would write it for the same weights",
+    )
+    parser.add_argument(
         "--reductions",
         default=",".join(f"{r:g}" for r in REDUCTIONS),
         help="comma-separated reductions drawn per batch (the shipped bundle's: %(default)s)",
@@ -191,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 0.0 <= args.min_span_exponent <= 1.0:
         parser.error(f"--min-span-exponent must lie in [0, 1], got {args.min_span_exponent}")
     missing = [task for task in TASKS if not (args.data / task / "labels.csv").is_file()]
-    if missing:
+    if missing and not args.card_only:
         parser.error(f"missing datasets {', '.join(missing)} under {args.data}: run `make data` first")
     # min_epochs 12: the shipped bundle's setting (its run went the full 25 epochs and kept the last).
     # Standardised estimator input: fed the raw ln-mel (mean near -8), the first block's ReLUs die
@@ -213,18 +224,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.classifier == "screen":
         settings.update(SCREEN_CLASSIFIER)
     config = TrainConfig(**settings)
-    if args.learn_sharpness:
-        flux, power = "flux^p", f" and the learned power p at {args.flux_power:g}"
-    elif args.flux_power != 1.0:
-        flux, power = "flux^p", f" and the power p fixed at {args.flux_power:g}"
-    else:
-        flux, power = "flux", ""
-    untrained = "exactly as --model flux"
-    if args.flux_power != 1.0:
-        untrained = f"as the flux raised to {args.flux_power:g} (flattened towards uniform pooling below 1)"
-    description = (DESCRIPTION if args.flux_base else PLAIN_DESCRIPTION).format(
-        reductions=" and ".join(f"{r:g}" for r in reductions), flux=flux, power=power, untrained=untrained
-    )
+    description = describe(args, reductions)
+    if args.card_only:
+        return rewrite_card(args, description)
     began = time.perf_counter()
     datasets = {
         task: {
@@ -251,18 +253,53 @@ def main(argv: list[str] | None = None) -> int:
     )
     args.out.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(args.work / "compressor" / "weights.safetensors", args.out / "weights.safetensors")
-    card = with_min_span_exponent(
-        json.loads((args.work / "compressor" / "config.json").read_text()), args.min_span_exponent
+    card = finish_card(json.loads((args.work / "compressor" / "config.json").read_text()), args, description)
+    (args.out / "config.json").write_text(json.dumps(card, indent=2) + "\n")
+    print(json.dumps({"bundle": metrics["bundle"], "test": metrics["test"]}, indent=1))
+    print(f"wrote {args.out} in {(time.perf_counter() - began) / 60:.1f} min")
+    return 0
+
+
+def describe(args: argparse.Namespace, reductions: tuple[float, ...]) -> str:
+    """The card's description of the bundle these arguments build."""
+    if args.learn_sharpness:
+        flux, power = "flux^p", f" and the learned power p at {args.flux_power:g}"
+    elif args.flux_power != 1.0:
+        flux, power = "flux^p", f" and the power p fixed at {args.flux_power:g}"
+    else:
+        flux, power = "flux", ""
+    untrained = "exactly as --model flux"
+    if args.flux_power != 1.0:
+        untrained = f"as the flux raised to {args.flux_power:g} (flattened towards uniform pooling below 1)"
+    exponent = args.min_span_exponent
+    cap = ""
+    if exponent:
+        cap = CAP_DESCRIPTION.format(exponent=exponent, at_075=4.0**exponent, at_05=2.0**exponent)
+    return (DESCRIPTION if args.flux_base else PLAIN_DESCRIPTION).format(
+        reductions=" and ".join(f"{r:g}" for r in reductions), flux=flux, power=power, untrained=untrained, cap=cap
     )
+
+
+def finish_card(card: dict, args: argparse.Namespace, description: str) -> dict:
+    """The trainer's ``card`` as shipped: the cap, the description, the screen's figures for these weights and cap."""
+    card = with_min_span_exponent(card, args.min_span_exponent)
     card["description"] = description  # also when --work held a finished run of an earlier description
     figures = screen_figures(args.screen, sha256=card["weights"]["sha256"], min_span_exponent=args.min_span_exponent)
     if figures is not None:
         card["metrics"]["screen"] = figures
     else:
-        print(f"{args.screen} holds no screen of these weights: the card has no screen figures", flush=True)
-    (args.out / "config.json").write_text(json.dumps(card, indent=2) + "\n")
-    print(json.dumps({"bundle": metrics["bundle"], "test": metrics["test"]}, indent=1))
-    print(f"wrote {args.out} in {(time.perf_counter() - began) / 60:.1f} min")
+        card["metrics"].pop("screen", None)
+        print(f"{args.screen} holds no screen of these weights and cap: the card has no screen figures", flush=True)
+    return card
+
+
+def rewrite_card(args: argparse.Namespace, description: str) -> int:
+    """``--card-only``: finish the card of the bundle already in ``--out`` (its weights untouched)."""
+    path = args.out / "config.json"
+    if not path.is_file() or not (args.out / "weights.safetensors").is_file():
+        raise SystemExit(f"{args.out}: no bundle to rewrite the card of (config.json and weights.safetensors)")
+    path.write_text(json.dumps(finish_card(json.loads(path.read_text()), args, description), indent=2) + "\n")
+    print(f"rewrote {path}")
     return 0
 
 
