@@ -8,12 +8,14 @@ per task reading the averaged plane (what ``adares extract`` writes), at hops 2.
 per clip and reductions 0.5 and 0.75 drawn per batch, from seed 0 on one CPU thread (the setting
 the shipped weights were made with: other thread counts can change the last bits of a
 convolution and so the weights). The bundle (``weights.safetensors`` + ``config.json``) is copied
-to ``adares/pretrained/default/``, with the screen's figures for it (from
-``benchmarks/results/screen-wide-candidates.json``, the screen that chose it) in the card's
-``metrics.screen``; the same data and screen results give the same bytes on the same kind of CPU
-(another CPU's kernels round differently, and training amplifies it).
+to ``adares/pretrained/default/``; its card records the score cap its merges use
+(``min_span_exponent`` 0.5: every merged frame spans at least (T/T')^0.5 fine frames; the
+estimator trains without it) and the screen's figures for these weights with that cap (from
+``benchmarks/results/screen-default-capped.json``) in ``metrics.screen``. The same data and screen
+results give the same bytes on the same kind of CPU (another CPU's kernels round differently, and
+training amplifies it). ``--card-only`` rewrites the card of the bundle in ``--out`` without training.
 
-    python adares/pretrained/make_default.py [--data DIR] [--work DIR] [--out DIR]
+    python adares/pretrained/make_default.py [--data DIR] [--work DIR] [--out DIR] [--card-only]
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ REDUCTIONS = (0.5, 0.75)
 # The shipped recipe (each a flag below): the estimator's own peak learning rate (None: the classifiers'),
 # and the score cap its merges use at extraction (see adares.functional.merge.normalize_scores).
 COMPRESSOR_LR: float | None = None
-MIN_SPAN_EXPONENT = 0.0
+MIN_SPAN_EXPONENT = 0.5
 DESCRIPTION = (
     "Importance estimator that starts at the training-free spectral flux and learns a correction: raw score = "
     "{flux} x exp(gain x CNN(log-mel)), the CNN a residual 1-D network (channels 128-32-16-8-4-1, kernel 5, each "
@@ -182,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--screen",
         type=Path,
-        default=ROOT / "benchmarks" / "results" / "screen-wide-candidates.json",
+        default=ROOT / "benchmarks" / "results" / "screen-default-capped.json",
         help="screen results whose figures for this bundle go into its card (when they name its weights)",
     )
     args = parser.parse_args(argv)
