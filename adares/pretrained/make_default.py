@@ -11,7 +11,7 @@ convolution and so the weights). The bundle (``weights.safetensors`` + ``config.
 to ``adares/pretrained/default/``; its card records the score cap its merges use
 (``min_span_exponent`` 0.5: every merged frame spans at least (T/T')^0.5 fine frames; the
 estimator trains without it) and the screen's figures for these weights with that cap (from
-``benchmarks/results/screen-default-capped.json``) in ``metrics.screen``. The same data and screen
+``benchmarks/results/screen-default-capped-24seeds.json``) in ``metrics.screen``. The same data and screen
 results give the same bytes on the same kind of CPU (another CPU's kernels round differently, and
 training amplifies it). ``--card-only`` rewrites the card of the bundle in ``--out`` without training.
 
@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--screen",
         type=Path,
-        default=ROOT / "benchmarks" / "results" / "screen-default-capped.json",
+        default=ROOT / "benchmarks" / "results" / "screen-default-capped-24seeds.json",
         help="screen results whose figures for this bundle go into its card (when they name its weights)",
     )
     args = parser.parse_args(argv)
