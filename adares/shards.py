@@ -38,6 +38,7 @@ __all__ = [
     "npy_header",
     "npy_member",
     "read_member",
+    "shard_keys",
 ]
 
 SHARDS_DIR = "shards"
@@ -239,3 +240,24 @@ def read_member(path: str | os.PathLike[str], key: str) -> dict[str, Any]:
         reason = " ".join(str(error).split()) or type(error).__name__
         raise FeatureFileError(f"{where}: cannot read shard member ({reason})") from None
     return {"mel": arrays["mel"], "spans": arrays["spans"], "scores": arrays.get("scores"), "meta": meta}
+
+
+def shard_keys(path: str | os.PathLike[str]) -> set[str]:
+    """The sample keys a shard holds: each member's name up to the first dot of its last path component.
+
+    Raises
+    ------
+    FeatureFileError
+        If the shard is missing or not a readable tar file.
+    """
+    try:
+        stat = os.stat(path)
+        names = _index(str(path), stat.st_size, stat.st_mtime_ns)
+    except (OSError, tarfile.TarError, EOFError) as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+        raise FeatureFileError(f"{path}: cannot read shard ({reason})") from None
+    keys = set()
+    for name in names:
+        head, slash, last = name.rpartition("/")
+        keys.add(head + slash + last.split(".", 1)[0])
+    return keys

@@ -22,9 +22,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from adares.atomic import atomic_open, atomic_write_text, output_errors
-from adares.errors import ParameterError
+from adares.errors import FeatureFileError, ParameterError
 from adares.features import Features, load_features, require_finite
-from adares.shards import SHARDS_DIR, Member, ShardWriter, npy_header, npy_member, read_member
+from adares.shards import SHARDS_DIR, Member, ShardWriter, npy_header, npy_member, read_member, shard_keys
 
 __all__ = [
     "FORMATS",
@@ -224,9 +224,11 @@ def stored_file(record: Mapping[str, Any]) -> str:
 
 
 def remove_unrecorded_shards(folder: str | os.PathLike[str], records: Iterable[Mapping[str, Any]]) -> int:
-    """Delete the shards under ``folder`` that no record names: those whose run was killed after the
-    rename and before their records were written, or that an overwrite made obsolete. Their files
-    are redone, so no sample is found twice in the folder's shards.
+    """Delete the shards under ``folder`` that no record names, or that hold a sample no record
+    names: those whose run was killed after the rename and before all their records were written,
+    unreadable ones, or ones an overwrite made obsolete. Their files are redone (a record naming a
+    deleted shard no longer counts as done), so no unrecorded sample stays in the folder's shards.
+    A sample whose record names another shard (its source changed and was redone) does not count.
 
     Returns
     -------
@@ -236,10 +238,19 @@ def remove_unrecorded_shards(folder: str | os.PathLike[str], records: Iterable[M
     shards = Path(folder) / SHARDS_DIR
     if not shards.is_dir():
         return 0
-    recorded = {record.get("shard") for record in records}
+    named: set[str] = set()
+    members: set[str] = set()
+    for record in records:
+        if record.get("shard"):
+            named.add(record["shard"])
+            members.add(record.get("member"))
     removed = 0
     for shard in shards.glob("*.tar"):
-        if f"{SHARDS_DIR}/{shard.name}" not in recorded:
+        try:
+            keep = f"{SHARDS_DIR}/{shard.name}" in named and shard_keys(shard) <= members
+        except FeatureFileError:  # unreadable: its samples are redone like those of a partial one
+            keep = False
+        if not keep:
             shard.unlink(missing_ok=True)
             removed += 1
     return removed

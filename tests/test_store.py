@@ -374,3 +374,29 @@ def test_float16_hdf5_in_memory_and_streamed(tmp_path):
         assert half.meta == features.meta | {"dtype": "float16"}
         assert np.array_equal(half.mel, features.mel.astype(np.float16).astype(np.float32))
         assert np.array_equal(half.scores, features.scores) and np.array_equal(half.spans, features.spans)
+
+
+def test_shards_with_a_sample_no_record_names_are_removed(tmp_path):
+    """A run killed after a shard's rename and before all its records were written leaves a shard
+    part of whose samples are unrecorded: the rerun redoes them, so the whole shard must go."""
+    from adares.shards import SHARDS_DIR, ShardWriter, npy_member, shard_keys
+    from adares.store import remove_unrecorded_shards
+
+    writer = ShardWriter(tmp_path / SHARDS_DIR, max_files=2)
+    for key in ("a", "b", "dir/c", "d", "b", "e", "f"):  # "b" twice: its source changed and was redone
+        writer.add(key, [npy_member("mel.npy", np.zeros((2, 3), np.float32))])
+    writer.finish()
+    (first, _), (partial, _), (redone, _), (never, _) = writer.finished
+    assert shard_keys(partial) == {"dir/c", "d"} and shard_keys(redone) == {"b", "e"}
+    corrupt = tmp_path / SHARDS_DIR / "shard-corrupt.tar"
+    corrupt.write_bytes(b"not a tar file")
+    records = [
+        {"source": key, "status": "ok", "shard": f"{SHARDS_DIR}/{path.name}", "member": key}
+        for path, key in [(first, "a"), (redone, "b"), (partial, "dir/c"), (redone, "e"), (corrupt, "x")]
+    ]
+    # Kept: the first shard (its "b" is superseded by the redone copy, not unrecorded) and the
+    # redone one. Removed: the one whose "d" was never recorded, the unreadable one, and the one
+    # no record names.
+    assert remove_unrecorded_shards(tmp_path, records) == 3
+    assert first.is_file() and redone.is_file()
+    assert not partial.exists() and not corrupt.exists() and not never.exists()
