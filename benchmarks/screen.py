@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import csv
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -695,15 +696,21 @@ def _name(model: str, reduction: float | None) -> str:
     return f"{Path(model).name if os.sep in model else model}-{reduction:g}"
 
 
-def trained_weights(candidates: Sequence[str]) -> dict[str, str]:
-    """The sha256 of each trained bundle among ``candidates`` (a model card names what it was screened as)."""
+@functools.cache
+def _importance(model: str) -> Any:
+    """The importance ``model`` names, loaded once for :func:`trained_weights` and :func:`merge_exponents`."""
     from adares.registry import resolve_importance
 
+    return resolve_importance(model)
+
+
+def trained_weights(candidates: Sequence[str]) -> dict[str, str]:
+    """The sha256 of each trained bundle among ``candidates`` (a model card names what it was screened as)."""
     weights = {}
     for config in candidates:
         model = model_and_exponent(config)[0]
         if model not in ("none", "flux", JOINT):
-            digest = resolve_importance(model).sha256
+            digest = _importance(model).sha256
             if digest is not None:
                 weights[config] = digest
     return weights
@@ -715,13 +722,11 @@ def merge_exponents(candidates: Sequence[str]) -> dict[str, float]:
     With :func:`trained_weights` it names what was screened: one bundle's weights can merge
     with different caps.
     """
-    from adares.registry import resolve_importance
-
     exponents = {}
     for config in candidates:
         model, exponent = model_and_exponent(config)
         if model not in ("none", JOINT):
-            exponents[config] = resolve_importance(model).min_span_exponent if exponent is None else exponent
+            exponents[config] = _importance(model).min_span_exponent if exponent is None else exponent
     return exponents
 
 
